@@ -1,0 +1,3 @@
+"""au_jax: facial Action Unit detection in JAX/Flax (linen)."""
+
+__version__ = '0.1.0'

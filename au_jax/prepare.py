@@ -1,0 +1,134 @@
+r"""Builds any au_jax dataset without TensorFlow.
+
+  python -m au_jax.prepare synthetic_au --config=default
+  python -m au_jax.prepare bp4d --manual_dir=/data/BP4D --config=crop
+
+Each dataset is a TFDS builder in `data_builders/<name>/` (`tfds new` layout);
+where TensorFlow is installed, `tfds build data_builders/<name>` works too.
+Records are written as `array_record` (random access for grain), one split per
+subject.
+"""
+
+import importlib
+import os
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow_datasets as tfds
+
+DEFAULT_DATA_DIR = os.path.expanduser(
+    os.environ.get('AU_JAX_DATA_DIR', '~/tensorflow_datasets'))
+
+
+def data_dir_or_default(data_dir: str | None) -> str:
+  return os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+
+
+def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
+  """The `Builder` class of `data_builders/<name>/`."""
+  module_name = f'data_builders.{name}.{name}_dataset_builder'
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if e.name and (e.name == module_name or module_name.startswith(e.name)):
+      known = sorted(
+          d for d in os.listdir(os.path.dirname(
+              importlib.import_module('data_builders').__file__))
+          if not d.startswith(('_', '.')))
+      raise ValueError(f'Unknown dataset {name!r}: no builder '
+                       f'data_builders/{name}/. Known: {known}.') from None
+    raise
+  return module.Builder
+
+
+def get_builder(name: str, config: str | None = None,
+                data_dir: str | None = None,
+                **kwargs: Any) -> tfds.core.DatasetBuilder:
+  """A builder instance writing/reading array_record under `data_dir`."""
+  cls = builder_class(name)
+  if config is not None:
+    names = [c.name for c in (cls.BUILDER_CONFIGS or [])]
+    if config not in names:
+      raise ValueError(f'Dataset {name!r} has no config {config!r}; '
+                       f'its configs are {names}.')
+  return cls(config=config, data_dir=data_dir_or_default(data_dir),
+             file_format='array_record', **kwargs)
+
+
+def prepare(name: str, config: str | None = None, data_dir: str | None = None,
+            manual_dir: str | None = None, beam_runner: Any = None,
+            force: bool = False) -> tfds.core.DatasetBuilder:
+  """Builds dataset `name` (config `config`) if it is not built yet."""
+  builder = get_builder(name, config, data_dir)
+  if not force and _has_dataset_info(builder):
+    logging.info('%s already built at %s', builder.info.full_name,
+                 builder.data_dir)
+    return builder
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=os.path.abspath(os.path.expanduser(manual_dir))
+      if manual_dir else None,
+      beam_runner=beam_runner,
+      download_mode=(tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+                     if force else
+                     tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  start = time.time()
+  logging.info('Building %s into %s', builder.info.full_name, builder.data_dir)
+  builder.download_and_prepare(download_config=download_config)
+  seconds = time.time() - start
+  total = sum(s.num_examples for s in builder.info.splits.values())
+  print(f'Built {builder.info.full_name}: {total} frames in '
+        f'{len(builder.info.splits)} subject splits, {seconds:.1f} s '
+        f'({total / max(seconds, 1e-9):.1f} frames/s) at {builder.data_dir}')
+  return builder
+
+
+def _has_dataset_info(builder: tfds.core.DatasetBuilder) -> bool:
+  return os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
+
+
+def ensure_built(name: str, config: str | None, data_dir: str | None,
+                 manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """The built dataset, building it first where that needs no manual files.
+
+  Raises a ValueError naming the dataset, its data_dir and the command to run
+  when the dataset is not built and needs a manual download.
+  """
+  builder = get_builder(name, config, data_dir)
+  if _has_dataset_info(builder):
+    return builder
+  needs_manual = bool(getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None))
+  if needs_manual and not manual_dir:
+    raise ValueError(
+        f'Dataset {name}/{config} is not built under {builder.data_dir} and '
+        'cannot be built without its licensed files. Build it with:\n  '
+        f'python -m au_jax.prepare {name} --config={config} '
+        f'--data_dir={data_dir_or_default(data_dir)} '
+        '--manual_dir=<your download>')
+  return prepare(name, config, data_dir, manual_dir)
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError(
+        'usage: python -m au_jax.prepare <dataset> [--config=NAME] '
+        '[--data_dir=DIR] [--manual_dir=DIR] [--force]')
+  prepare(argv[1], FLAGS.config, FLAGS.data_dir, FLAGS.manual_dir,
+          force=FLAGS.force)
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('config', None, 'Builder config name (e.g. tiny, '
+                      'default, multiview for synthetic_au).')
+  flags.DEFINE_string('data_dir', None,
+                      f'Where records go (default {DEFAULT_DATA_DIR}, or '
+                      '$AU_JAX_DATA_DIR).')
+  flags.DEFINE_string('manual_dir', None,
+                      'Folder holding the dataset as its owners ship it.')
+  flags.DEFINE_bool('force', False, 'Rebuild even if already built.')
+  app.run(main)

@@ -1,0 +1,41 @@
+"""au_jax: facial Action Unit detection in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name='au_jax',
+    version='0.1.0',
+    description='Facial Action Unit detectors (DRML, LP-Net, IdenNet, CAUD, '
+                'AUNets) in JAX/Flax linen.',
+    packages=setuptools.find_packages(include=['au_jax', 'au_jax.*',
+                                               'data_builders',
+                                               'data_builders.*']),
+    package_data={'data_builders': ['*/README.md', '*/CITATIONS.bib',
+                                    '*/checksums.tsv']},
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.7,<0.11',
+        'flax>=0.11,<0.13',
+        'optax>=0.2.4,<0.3',
+        'orbax-checkpoint>=0.11,<0.13',
+        'tensorflow-datasets>=4.9.8,<4.10',
+        'array-record>=0.7,<0.9',
+        'grain>=0.2.10,<0.3',
+        'ml-collections>=1.0,<1.2',
+        'clu>=0.0.12,<0.1',
+        'absl-py>=2.1,<3',
+        'numpy>=1.26,<3',
+        'pillow>=10,<14',
+        'scipy>=1.11,<2',
+        'opencv-contrib-python-headless>=4.9,<5',
+        'tensorboardX>=2.6,<3',
+        'tqdm>=4.66,<5',
+        'importlib_resources>=6',
+        'matplotlib>=3.8,<4',
+    ],
+    extras_require={
+        'gpu': ['jax[cuda12]>=0.7,<0.11'],
+        'tf': ['tensorflow>=2.17', 'tensorboard>=2.17'],
+        'dev': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4'],
+    },
+)
