@@ -1,0 +1,206 @@
+"""Layers shared by the au_jax models: DRML's region layer and Caffe's LRN.
+
+The region layer (DRML, Zhao et al. CVPR 2016, poster "Region layer") cuts a
+feature map into a grid of patches and gives every patch its own
+batch-norm -> ReLU -> 3x3 conv, with nothing crossing patch borders, then adds
+the whole input map back (identity) and applies a ReLU.
+
+The per-patch 3x3 convolution can be written several ways that compute the
+same function with the same parameters (kernel [gh, gw, 3, 3, C, C], bias
+[gh, gw, C]) but run at very different speeds on XLA:CPU; see
+`IMPLEMENTATIONS` and `benchmarks/region_layer.py`.
+"""
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+
+# Caffe's 'xavier' filler (its default variance_norm FAN_IN): uniform in
+# +-sqrt(3 / fan_in), i.e. variance 1 / fan_in. batch_axis skips the patch
+# grid dimensions so fan_in = 3 * 3 * C_in for the region kernel.
+caffe_xavier = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
+region_kernel_init = nn.initializers.variance_scaling(
+    1.0, 'fan_in', 'uniform', batch_axis=(0, 1))
+
+# Per-patch 3x3 convolution formulations. Measured on the shared 2-core CPU,
+# DRML region layer alone at 160x160x32, batch 16, forward + backward (see
+# benchmarks/region_layer.py for the command and figures). 'unrolled' is the
+# default because it was fastest there.
+IMPLEMENTATIONS = ('unrolled', 'einsum', 'shifted', 'grouped')
+
+
+def _conv3x3(patch: Array, kernel: Array) -> Array:
+  """One patch's SAME 3x3 conv. patch: [B, h, w, C], kernel: [3, 3, C, D]."""
+  return lax.conv_general_dilated(
+      patch, kernel, window_strides=(1, 1), padding='SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _patch_conv_unrolled(y: Array, kernel: Array) -> Array:
+  """64 separate convolutions, unrolled in the traced program.
+
+  y: [B, gh, ph, gw, pw, C]; kernel: [gh, gw, 3, 3, C, D]
+  returns [B, gh, ph, gw, pw, D].
+  """
+  gh, gw = kernel.shape[:2]
+  rows = []
+  for i in range(gh):
+    cols = [_conv3x3(y[:, i, :, j], kernel[i, j]) for j in range(gw)]
+    rows.append(jnp.stack(cols, axis=2))  # [B, ph, gw, pw, D]
+  return jnp.stack(rows, axis=1)
+
+
+def _pad_patches(y: Array) -> Array:
+  """Zero-pads every patch by one pixel: [B,gh,ph,gw,pw,C] -> ph+2, pw+2."""
+  return jnp.pad(y, ((0, 0), (0, 0), (1, 1), (0, 0), (1, 1), (0, 0)))
+
+
+def _patch_conv_einsum(y: Array, kernel: Array) -> Array:
+  """im2col: 9 shifted copies stacked, then one batched matmul per patch.
+
+  y: [B, gh, ph, gw, pw, C]; kernel: [gh, gw, 3, 3, C, D].
+  """
+  _, gh, ph, gw, pw, c = y.shape
+  padded = _pad_patches(y)
+  taps = [padded[:, :, dy:dy + ph, :, dx:dx + pw]
+          for dy in range(3) for dx in range(3)]
+  columns = jnp.stack(taps, axis=-2)  # [B, gh, ph, gw, pw, 9, C]
+  flat_kernel = kernel.reshape(gh, gw, 9, c, kernel.shape[-1])
+  return jnp.einsum('bihjwtc,ijtcd->bihjwd', columns, flat_kernel)
+
+
+def _patch_conv_shifted(y: Array, kernel: Array) -> Array:
+  """Sum over the 9 taps of a per-patch matmul on a shifted view (no im2col).
+
+  y: [B, gh, ph, gw, pw, C]; kernel: [gh, gw, 3, 3, C, D].
+  """
+  _, _, ph, _, pw, _ = y.shape
+  padded = _pad_patches(y)
+  out = 0.
+  for dy in range(3):
+    for dx in range(3):
+      tap = padded[:, :, dy:dy + ph, :, dx:dx + pw]
+      out = out + jnp.einsum('bihjwc,ijcd->bihjwd', tap, kernel[:, :, dy, dx])
+  return out
+
+
+def _patch_conv_grouped(y: Array, kernel: Array) -> Array:
+  """Patches moved into channel groups: one grouped conv (what vmap gives).
+
+  y: [B, gh, ph, gw, pw, C]; kernel: [gh, gw, 3, 3, C, D].
+  """
+  b, gh, ph, gw, pw, c = y.shape
+  d = kernel.shape[-1]
+  groups = gh * gw
+  stacked = y.transpose(0, 2, 4, 1, 3, 5).reshape(b, ph, pw, groups * c)
+  # HWIO with O ordered group-major, as feature_group_count expects.
+  grouped_kernel = kernel.transpose(2, 3, 4, 0, 1, 5).reshape(
+      3, 3, c, groups * d)
+  out = lax.conv_general_dilated(
+      stacked, grouped_kernel, window_strides=(1, 1), padding='SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+  return out.reshape(b, ph, pw, gh, gw, d).transpose(0, 3, 1, 4, 2, 5)
+
+
+_PATCH_CONVS: dict[str, Callable[[Array, Array], Array]] = {
+    'unrolled': _patch_conv_unrolled,
+    'einsum': _patch_conv_einsum,
+    'shifted': _patch_conv_shifted,
+    'grouped': _patch_conv_grouped,
+}
+
+
+class RegionLayer(nn.Module):
+  """DRML region layer (poster, "Region layer" figure; authors' prototxt).
+
+  x: [B, H, W, C] -> [B, H, W, C]. The map is cut into a `grid` of
+  (H / gh) x (W / gw) patches. Each patch gets, with its own parameters:
+  batch-norm over (batch, patch pixels), by default without scale/shift ->
+  ReLU -> 3x3 conv C->C with zero padding at the patch border. The patch
+  outputs are stitched back, the whole input map is added (identity) and a
+  ReLU applied.
+
+  Attributes:
+    grid: (gh, gw) patches along height and width (8x8 in DRML).
+    implementation: how the per-patch convs are computed, one of
+      IMPLEMENTATIONS; all give the same outputs for the same parameters.
+    affine_norm: give the patch batch-norm a learned scale and shift (the
+      public ports' variant; the authors' Caffe BN has none).
+    axis_name: pmap axis over which batch-norm statistics are averaged.
+    momentum, epsilon: batch-norm running-average momentum and epsilon.
+    dtype: compute dtype (parameters stay float32).
+  """
+  grid: Sequence[int] = (8, 8)
+  implementation: str = 'unrolled'
+  affine_norm: bool = False
+  axis_name: str | None = None
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    if x.ndim != 4:
+      raise ValueError(f'RegionLayer expects [B, H, W, C], got {x.shape}.')
+    if self.implementation not in _PATCH_CONVS:
+      raise ValueError(
+          f'Unknown region layer implementation {self.implementation!r}; '
+          f'choose one of {IMPLEMENTATIONS}.')
+    b, h, w, c = x.shape
+    gh, gw = self.grid
+    if h % gh or w % gw:
+      raise ValueError(
+          f'RegionLayer: input height x width {h}x{w} (shape {x.shape}) is '
+          f'not divisible by the patch grid {gh}x{gw}.')
+    ph, pw = h // gh, w // gw
+    patches = x.reshape(b, gh, ph, gw, pw, c)
+    # feature axes (grid row, grid col, channel): one set of statistics per
+    # patch and channel, reduced over batch and the patch's pixels.
+    normed = nn.BatchNorm(
+        use_running_average=not train, axis=(1, 3, 5),
+        use_scale=self.affine_norm, use_bias=self.affine_norm,
+        momentum=self.momentum, epsilon=self.epsilon,
+        axis_name=self.axis_name, dtype=self.dtype,
+        name='patch_norm')(patches)
+    activated = nn.relu(normed)
+    kernel = self.param('kernel', region_kernel_init, (gh, gw, 3, 3, c, c))
+    bias = self.param('bias', nn.initializers.zeros, (gh, gw, c))
+    out = _PATCH_CONVS[self.implementation](
+        activated.astype(self.dtype), kernel.astype(self.dtype))
+    out = out + bias.astype(self.dtype)[None, :, None, :, None, :]
+    # Identity addition of the whole (un-normalised) input map, then ReLU.
+    return nn.relu(out.reshape(b, h, w, c) + x.astype(self.dtype))
+
+
+def local_response_norm(x: Array, size: int = 5, alpha: float = 1e-4,
+                        beta: float = 0.75, k: float = 1.0) -> Array:
+  """Caffe's across-channel LRN on the last axis.
+
+  b_c = a_c / (k + alpha / size * sum_{c' in window(c)} a_c'^2) ** beta,
+  the window centred on c, `size` channels wide, zero outside (Caffe divides
+  alpha by size; TensorFlow's lrn does not). x: [..., C] -> [..., C].
+  """
+  channels = x.shape[-1]
+  before = (size - 1) // 2
+  squared = jnp.pad(jnp.square(x),
+                    [(0, 0)] * (x.ndim - 1) + [(before, size - 1 - before)])
+  window = sum(squared[..., i:i + channels] for i in range(size))
+  return x / (k + (alpha / size) * window) ** beta
+
+
+class LocalResponseNorm(nn.Module):
+  """Parameter-free module around `local_response_norm` (DRML after pool3)."""
+  size: int = 5
+  alpha: float = 1e-4
+  beta: float = 0.75
+  k: float = 1.0
+
+  def __call__(self, x: Array) -> Array:
+    return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
