@@ -1,0 +1,288 @@
+"""Subject-exclusive 3-fold protocols: which subjects train, validate and test.
+
+Records are stored one subject per TFDS split (see records.py), so a fold is a
+choice of split names made here at read time. Fold k tests on part k and trains
+on the other two parts; validation subjects, when asked for, come from the
+training parts only, never from the test part (../shared/reference/
+protocols.md: one peer validates on its test fold, which inflates its numbers).
+
+Part lists per dataset:
+- bp4d, disfa: the standard parts of DRML / JAA-Net / ME-GraphAU / AUNets,
+  copied as data from protocols.md, in the order written there.
+- fera2017: its training partition is the 41 BP4D subjects, so it reuses BP4D's
+  parts; fold k then tests on FERA 2017 renderings of BP4D part k. This is NOT
+  the challenge protocol (train -> validation partition); a FERA builder whose
+  splits hold other subject ids gets an error naming them.
+- unbc_mcmaster, synthetic_au: no standard list. The available subject ids are
+  sorted (Python string order) and dealt round-robin: part k (1-based) holds
+  sorted ids k-1, k+2, k+5, ..., so part sizes differ by at most one
+  (24 subjects -> 8/8/8; 25 -> 9/8/8).
+"""
+
+import dataclasses
+import numbers
+import re
+from typing import Sequence
+
+from absl import logging
+
+NUM_FOLDS = 3
+
+# Standard subject-exclusive parts (protocols.md); fold k tests on PARTS[d][k-1].
+PARTS = {
+    'bp4d': (
+        ('F001', 'M007', 'F018', 'F008', 'F002', 'M004', 'F010', 'F009',
+         'M012', 'M001', 'F016', 'M014', 'F023', 'M008'),
+        ('M011', 'F003', 'M010', 'M002', 'F005', 'F022', 'M018', 'M017',
+         'F013', 'M016', 'F020', 'F011', 'M013', 'M005'),
+        ('F007', 'F015', 'F006', 'F019', 'M006', 'M009', 'F012', 'M003',
+         'F004', 'F021', 'F017', 'M015', 'F014'),
+    ),
+    'disfa': (
+        ('SN002', 'SN010', 'SN001', 'SN026', 'SN027', 'SN032', 'SN030',
+         'SN009', 'SN016'),
+        ('SN013', 'SN018', 'SN011', 'SN028', 'SN012', 'SN006', 'SN031',
+         'SN021', 'SN024'),
+        ('SN003', 'SN029', 'SN023', 'SN025', 'SN008', 'SN005', 'SN007',
+         'SN017', 'SN004'),
+    ),
+}
+# Datasets whose subjects are another dataset's subjects (module docstring).
+PARTS_OF = {'bp4d': 'bp4d', 'disfa': 'disfa', 'fera2017': 'bp4d'}
+# Datasets without a standard list: sorted ids dealt round-robin.
+ROUND_ROBIN = ('unbc_mcmaster', 'synthetic_au')
+
+# A TFDS split name (tensorflow_datasets/core/splits.py accepts [\w-]+).
+_SPLIT_NAME = re.compile(r'^[\w-]+$')
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldSubjects:
+  """Subject ids of one fold; each tuple is sorted, the three are disjoint.
+
+  The checks run in `__post_init__`, so every FoldSubjects ever built (on
+  every load of a fold) is verified, not only those from `fold_subjects`.
+  """
+  train: tuple[str, ...]
+  validation: tuple[str, ...]
+  test: tuple[str, ...]
+
+  def __post_init__(self):
+    for name in ('train', 'validation', 'test'):
+      subjects = getattr(self, name)
+      if isinstance(subjects, str):
+        raise TypeError(f'FoldSubjects.{name} must be a sequence of subject '
+                        f'ids, got the string {subjects!r}.')
+      subjects = tuple(sorted(str(s) for s in subjects))
+      _check_unique(subjects, f'FoldSubjects.{name}')
+      object.__setattr__(self, name, subjects)
+    if not self.test:
+      raise ValueError('FoldSubjects.test is empty: a fold needs at least one '
+                       'test subject.')
+    if not self.train:
+      raise ValueError('FoldSubjects.train is empty: a fold needs at least '
+                       'one training subject.')
+    pairs = (('train', 'validation'), ('train', 'test'),
+             ('validation', 'test'))
+    for first, second in pairs:
+      shared = sorted(set(getattr(self, first)) & set(getattr(self, second)))
+      if shared:
+        raise ValueError(f'Subjects {shared} are in both {first} and '
+                         f'{second}: folds must be subject-exclusive.')
+
+  @property
+  def all(self) -> tuple[str, ...]:
+    return tuple(sorted(self.train + self.validation + self.test))
+
+
+def _check_unique(subjects: Sequence[str], where: str) -> None:
+  seen, repeated = set(), set()
+  for s in subjects:
+    (repeated if s in seen else seen).add(s)
+  if repeated:
+    raise ValueError(f'{where} repeats subjects {sorted(repeated)}.')
+
+
+def check_fold(fold: int) -> int:
+  """Returns `fold` as an int, or raises naming it and the valid range."""
+  if isinstance(fold, bool) or not isinstance(fold, numbers.Integral):
+    raise ValueError(f'fold must be an int in 1..{NUM_FOLDS}, got {fold!r}.')
+  if not 1 <= fold <= NUM_FOLDS:
+    raise ValueError(f'fold {fold} is out of range: valid folds are '
+                     f'1..{NUM_FOLDS} (fold k tests on part k).')
+  return int(fold)
+
+
+def round_robin_parts(subjects: Sequence[str],
+                      num_parts: int = NUM_FOLDS) -> tuple[tuple[str, ...], ...]:
+  """Sorted ids dealt round-robin: part k holds sorted[k-1::num_parts]."""
+  ordered = sorted(subjects)
+  return tuple(tuple(ordered[k::num_parts]) for k in range(num_parts))
+
+
+def dataset_parts(dataset: str, available: Sequence[str],
+                  strict: bool = True) -> tuple[tuple[str, ...], ...]:
+  """The 3 parts of `dataset` restricted to the `available` subject ids.
+
+  Args:
+    dataset: an au_jax dataset name (aus.DATASET_AUS keys).
+    available: subject ids the built dataset holds (its split names).
+    strict: if True, a listed subject missing from `available` is an error;
+      if False (miniature dummy-data builds), it is dropped and the number
+      dropped is logged. Available subjects that no list names are an error
+      either way: they would silently never be read.
+
+  Returns:
+    3 tuples of subject ids (order of the standard list, or sorted).
+  """
+  available = [str(s) for s in available]
+  _check_unique(available, f'available subjects of {dataset}')
+  if dataset in ROUND_ROBIN:
+    return round_robin_parts(available)
+  if dataset not in PARTS_OF:
+    raise ValueError(f'Unknown dataset {dataset!r} for folds; known: '
+                     f'{sorted(PARTS_OF) + list(ROUND_ROBIN)}.')
+  parts = PARTS[PARTS_OF[dataset]]
+  listed = {s for part in parts for s in part}
+  unlisted = sorted(set(available) - listed)
+  if unlisted:
+    raise ValueError(
+        f'{dataset}: subjects {unlisted} are in the data but in none of the '
+        f'standard {PARTS_OF[dataset]} parts (au_jax/folds.py PARTS); they '
+        'would never be read. Remove those splits or extend the lists.')
+  missing = sorted(listed - set(available))
+  if missing and strict:
+    raise ValueError(
+        f'{dataset}: the standard parts name subjects {missing} that the '
+        f'built data lacks (available: {sorted(available)}). Build the full '
+        'dataset, or pass strict=False to drop them (miniature builds).')
+  if missing:
+    logging.warning('%s: dropping %d listed subjects absent from the data '
+                    '(strict=False): %s', dataset, len(missing), missing)
+  keep = set(available)
+  return tuple(tuple(s for s in part if s in keep) for part in parts)
+
+
+def pick_validation(train: Sequence[str], num_validation: int) -> tuple[str, ...]:
+  """`num_validation` evenly spaced ids of the sorted training subjects.
+
+  Of n sorted ids, picks index floor((2i+1) n / (2v)) for i < v: the centres of
+  v equal runs, so with BP4D's F/M-ordered ids both sexes are drawn. No seed:
+  the choice depends on the subject set only.
+  """
+  ordered = sorted(train)
+  n, v = len(ordered), num_validation
+  if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+    raise ValueError(f'num_validation must be an int >= 0, got {v!r}.')
+  if v == 0:
+    return ()
+  if v >= n:
+    raise ValueError(f'num_validation={v} must be smaller than the {n} '
+                     'training subjects of the fold (train would be empty).')
+  return tuple(ordered[(2 * i + 1) * n // (2 * v)] for i in range(v))
+
+
+def subjects_for_fold(parts: Sequence[Sequence[str]], fold: int,
+                      num_validation: int = 0,
+                      where: str = 'parts') -> FoldSubjects:
+  """Fold `fold` (1-based) of explicit `parts`: test = part k, train = rest."""
+  fold = check_fold(fold)
+  if len(parts) != NUM_FOLDS:
+    raise ValueError(f'{where}: expected {NUM_FOLDS} parts, got {len(parts)}.')
+  for i in range(NUM_FOLDS):
+    for j in range(i + 1, NUM_FOLDS):
+      shared = sorted(set(parts[i]) & set(parts[j]))
+      if shared:
+        raise ValueError(f'{where}: subjects {shared} are in both part '
+                         f'{i + 1} and part {j + 1}: parts must not overlap.')
+  test = tuple(parts[fold - 1])
+  if not test:
+    raise ValueError(f'{where}: part {fold} (the test part of fold {fold}) '
+                     'has no available subject.')
+  train = [s for k, part in enumerate(parts) if k != fold - 1 for s in part]
+  validation = pick_validation(train, num_validation)
+  train = [s for s in train if s not in set(validation)]
+  return FoldSubjects(train=tuple(train), validation=validation, test=test)
+
+
+def fold_subjects(dataset: str, fold: int, available: Sequence[str],
+                  num_validation: int = 0, strict: bool = True) -> FoldSubjects:
+  """Train/validation/test subject ids of `dataset`'s fold `fold` (1..3).
+
+  Args:
+    dataset: 'bp4d', 'disfa', 'fera2017', 'unbc_mcmaster' or 'synthetic_au'.
+    fold: 1..3; fold k tests on part k and trains on the other two.
+    available: subject ids (TFDS split names) of the built dataset, e.g.
+      `list(builder.info.splits)`.
+    num_validation: subjects moved from the training parts to validation
+      (`pick_validation`); 0 gives an empty validation tuple.
+    strict: see `dataset_parts`.
+
+  Returns:
+    FoldSubjects with sorted, pairwise disjoint tuples.
+  """
+  check_fold(fold)
+  parts = dataset_parts(dataset, available, strict=strict)
+  return subjects_for_fold(parts, fold, num_validation,
+                           where=f'{dataset} fold {fold}')
+
+
+def split_spec(subjects: Sequence[str]) -> str:
+  """TFDS split string reading `subjects`: ('S01', 'S02') -> 'S01+S02'."""
+  if isinstance(subjects, str):
+    raise TypeError(f'split_spec takes a sequence of subject ids, got the '
+                    f'string {subjects!r}.')
+  subjects = [str(s) for s in subjects]
+  if not subjects:
+    raise ValueError('split_spec: no subjects given; an empty split would '
+                     'read nothing.')
+  _check_unique(subjects, 'split_spec subjects')
+  bad = [s for s in subjects if not _SPLIT_NAME.match(s)]
+  if bad:
+    raise ValueError(f'split_spec: {bad} are not valid TFDS split names '
+                     '(letters, digits, _ and - only).')
+  return '+'.join(subjects)
+
+
+def parse_folds(value: int | str | Sequence[int]) -> tuple[int, ...]:
+  """Folds from a flag or config value: 2, '2', '1,2,3', '(1, 2, 3)', [1, 3].
+
+  Returns the folds in the order given; repeats, empty values and folds
+  outside 1..3 are errors.
+  """
+  original = value
+  if isinstance(value, bool):
+    raise ValueError(f'folds: expected fold numbers in 1..{NUM_FOLDS}, got '
+                     f'{original!r}.')
+  if isinstance(value, numbers.Integral):
+    items = [value]
+  elif isinstance(value, str):
+    text = value.strip()
+    if len(text) >= 2 and (text[0], text[-1]) in (('(', ')'), ('[', ']')):
+      text = text[1:-1]
+    pieces = [p.strip() for p in text.split(',')]
+    if pieces and pieces[-1] == '' and len(pieces) > 1:  # '(1,)'
+      pieces = pieces[:-1]
+    if not all(re.fullmatch(r'[+-]?\d+', p) for p in pieces):
+      raise ValueError(f'folds: cannot parse {original!r}; write e.g. 2, '
+                       f"'1,2,3' or '(1, 2, 3)' with folds in 1..{NUM_FOLDS}.")
+    items = [int(p) for p in pieces]
+  elif isinstance(value, Sequence):
+    items = list(value)
+  else:
+    raise ValueError(f'folds: cannot parse {original!r} of type '
+                     f'{type(original).__name__}; give an int, a string '
+                     "like '1,2,3', or a sequence of ints.")
+  if not items:
+    raise ValueError(f'folds: {original!r} names no fold.')
+  folds = []
+  for item in items:
+    if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+      raise ValueError(f'folds: {item!r} in {original!r} is not an int fold '
+                       f'number in 1..{NUM_FOLDS}.')
+    if not 1 <= item <= NUM_FOLDS:
+      raise ValueError(f'folds: fold {item} in {original!r} is out of range; '
+                       f'valid folds are 1..{NUM_FOLDS}.')
+    folds.append(int(item))
+  _check_unique(folds, f'folds {original!r}')
+  return tuple(folds)
