@@ -1,0 +1,41 @@
+r"""au_jax entry point: train and evaluate a method on its folds.
+
+  python -m au_jax.main --config=configs/drml.py
+  python -m au_jax.main --config=configs/drml.py:paper --workdir=runs \
+      --config.dataset=bp4d --config.dataset_config=crop
+
+Hyper-parameters live in the config file; override any field with
+`--config.<field>=<value>` (unknown fields are an error).
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from au_jax import train
+
+FLAGS = flags.FLAGS
+
+_WORKDIR = flags.DEFINE_string(
+    'workdir', 'workdir',
+    'Runs go to <workdir>/<dataset>/<method>/fold_<k>; the cross-fold table '
+    'to <workdir>/<dataset>/<method>/results.{json,md}.')
+config_flags.DEFINE_config_file(
+    'config', None, 'Method config file, e.g. configs/drml.py[:variant].',
+    lock_config=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/drml.py')
+  logging.info('JAX devices: %s', jax.devices())
+  train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

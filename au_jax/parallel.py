@@ -1,0 +1,92 @@
+"""Data parallelism in the pmap model: everything that touches devices.
+
+Each local device runs the same per-device step on its shard of the global
+batch; gradients are averaged with `lax.pmean` over the axis `AXIS_NAME` and
+batch-norm statistics are synchronised over the same axis (models take
+`axis_name=AXIS_NAME`). One device is the degenerate case of the same code.
+"""
+
+from typing import Any, Callable
+
+import flax.jax_utils
+import jax
+import numpy as np
+
+AXIS_NAME = 'batch'
+
+PyTree = Any
+
+
+def device_count() -> int:
+  return jax.local_device_count()
+
+
+def replicate(tree: PyTree) -> PyTree:
+  """Copies `tree` onto every local device (leading axis = device)."""
+  return flax.jax_utils.replicate(tree)
+
+
+def unreplicate(tree: PyTree) -> PyTree:
+  """The first device's copy, fetched to the host."""
+  return jax.device_get(flax.jax_utils.unreplicate(tree))
+
+
+def shard(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """[B, ...] numeric arrays -> [D, B / D, ...]; non-numeric keys are dropped.
+
+  Raises a ValueError naming the batch size and device count when B is not a
+  multiple of the number of local devices.
+  """
+  devices = device_count()
+  out = {}
+  for key, value in batch.items():
+    value = np.asarray(value)
+    if value.dtype.kind not in 'biuf':
+      continue  # Text ids stay on the host.
+    if value.shape[0] % devices:
+      raise ValueError(
+          f'Batch of {value.shape[0]} ({key!r}) does not split over '
+          f'{devices} devices; make config.batch_size a multiple of '
+          f'{devices}.')
+    out[key] = value.reshape((devices, -1) + value.shape[1:])
+  return out
+
+
+def unshard(tree: PyTree) -> PyTree:
+  """[D, B / D, ...] device arrays -> [B, ...] numpy arrays on the host."""
+  return jax.tree_util.tree_map(
+      lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), jax.device_get(tree))
+
+
+def pad_batch(batch: dict[str, np.ndarray],
+              size: int) -> dict[str, np.ndarray]:
+  """Pads a (last) batch to `size` rows and adds `mask` [size] (False = pad)."""
+  n = len(next(iter(batch.values())))
+  if n > size:
+    raise ValueError(f'Batch of {n} is larger than the padded size {size}.')
+  out = {}
+  for key, value in batch.items():
+    value = np.asarray(value)
+    pad = [(0, size - n)] + [(0, 0)] * (value.ndim - 1)
+    out[key] = np.pad(value, pad) if value.dtype.kind != 'O' else np.concatenate(
+        [value, np.full((size - n,) + value.shape[1:], b'', object)])
+  mask = np.zeros([size], bool)
+  mask[:n] = batch.get('mask', np.ones([n], bool))
+  out['mask'] = mask
+  return out
+
+
+def pmap_step(fn: Callable[..., Any], donate_state: bool = True,
+              **kwargs: Any) -> Callable[..., Any]:
+  """`jax.pmap` over local devices with the batch axis named AXIS_NAME."""
+  return jax.pmap(fn, axis_name=AXIS_NAME,
+                  donate_argnums=(0,) if donate_state else (), **kwargs)
+
+
+def sync_batch_stats(state: Any) -> Any:
+  """Averages batch-norm statistics over devices (they should already agree:
+  models normalise with cross-device statistics; this removes float drift)."""
+  if not getattr(state, 'batch_stats', None):
+    return state
+  average = jax.pmap(lambda x: jax.lax.pmean(x, AXIS_NAME), AXIS_NAME)
+  return state.replace(batch_stats=average(state.batch_stats))

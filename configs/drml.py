@@ -1,0 +1,111 @@
+r"""DRML: Deep Region and Multi-label Learning (Zhao, Chu & Zhang, CVPR 2016).
+
+Paper: ../shared/papers/drml_poster.txt; layer table in
+../shared/reference/architectures.md. Run:
+
+  python -m au_jax.main --config=configs/drml.py          # CPU main job
+  python -m au_jax.main --config=configs/drml.py:paper    # paper's input size
+  python -m au_jax.main --config=configs/drml.py:test     # seconds, for tests
+
+Variants (`get_config(arg)`):
+  (none)  the main job: synthetic_au/default, 3 folds, sized to finish in
+          ~15 minutes on a 2-core CPU. Deviation from the paper, named: faces
+          are resized to 100 and cropped to 90 (not 200/170) so the region
+          layer's 8x8 grid holds 10x10 patches of an 80x80 conv1 map; fc8 then
+          sees 7x7x16 = 784 inputs instead of 27x27x16 = 11664. Everything
+          else (layers, region layer, loss, SGD solver) is the paper's.
+  paper   the paper's input (resize 200, random 170 crop + mirror; centre
+          crop at test): 56,863,436 parameters for BP4D's 12 AUs. For GPUs;
+          point it at BP4D with --config.dataset=bp4d. Reported: 48.3 mean
+          F1 on BP4D (3-fold, as cited by LP-Net).
+  test    tiny shapes and a handful of steps for the test suite.
+"""
+
+import ml_collections
+
+from au_jax import aus
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = 'drml'
+  config.model_name = 'drml'  # au_jax/models/drml.py
+  config.model = ml_collections.ConfigDict(dict(
+      dropout_rate=0.5,
+      region_grid=(8, 8),
+      # Faithful: patch batch-norm has no learned scale/shift (some ports
+      # add one: +4,096 parameters).
+      affine_patch_norm=False,
+  ))
+
+  config.dataset = 'synthetic_au'
+  config.dataset_config = 'default'
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  config.aus = aus.BP4D_AUS  # Output order of the model.
+  config.folds = '1,2,3'  # Fold k tests on part k (protocols.md).
+  config.num_validation_subjects = 2  # Taken from the training parts.
+  config.strict_folds = True
+  config.max_validation_frames = 600  # Evenly spaced subset while training.
+
+  # Input: DRML resizes faces to 200, random 170 crop + mirror at training,
+  # centre crop at test, and subtracts a mean (per channel here).
+  config.resize_size = 200
+  config.crop_size = 170
+  config.flip = True
+  config.pixel_mean = (0.5, 0.5, 0.5)
+  config.pixel_std = (1.0, 1.0, 1.0)
+
+  # Solver of the authors' Caffe prototxt: SGD, momentum 0.9, lr 1e-3,
+  # weight decay 5e-4; loss summed over AUs, divided by the batch size.
+  config.optimizer = 'sgd'
+  config.learning_rate = 1e-3
+  config.momentum = 0.9
+  config.weight_decay = 5e-4
+  config.lr_decay_steps = 0  # 0: constant learning rate.
+  config.lr_decay_factor = 0.1
+  config.loss_normalise = 'batch'
+
+  config.batch_size = 16  # Global: split over all local devices.
+  config.eval_batch_size = 64
+  config.num_train_steps = 20000
+  config.log_every_steps = 50
+  config.eval_every_steps = 2000
+  config.checkpoint_every_steps = 1000
+  config.num_workers = 2
+  config.seed = 0
+  config.threshold = 0.5
+  config.tune_thresholds = False  # True: per-AU thresholds on validation.
+  config.progress_bar = True
+
+  if arg in (None, '', 'cpu'):
+    config.resize_size = 100
+    config.crop_size = 90
+    config.batch_size = 32
+    config.num_train_steps = 300
+    config.log_every_steps = 10
+    config.eval_every_steps = 100
+    config.checkpoint_every_steps = 100
+    config.max_validation_frames = 300
+  elif arg == 'paper':
+    pass
+  elif arg == 'test':
+    config.dataset_config = 'tiny'
+    config.resize_size = 72
+    # The smallest input DRML's conv stack takes: conv1 -> 56x56 (an 8x8 grid
+    # of 7x7 patches) ... conv7 -> 1x1x16.
+    config.crop_size = 66
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.eval_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.num_validation_subjects = 1
+    config.max_validation_frames = 16
+    config.num_workers = 0
+    config.progress_bar = False
+  else:
+    raise ValueError(f"configs/drml.py: unknown variant {arg!r}; use '', "
+                     "'cpu', 'paper' or 'test'.")
+  return config
