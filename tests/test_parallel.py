@@ -1,0 +1,86 @@
+"""Data parallelism: an 8-device pmap step equals the 1-device step."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from au_jax import parallel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs in a fresh process: the host device count is fixed at JAX start-up.
+_SCRIPT = textwrap.dedent("""
+    import functools
+    import jax, numpy as np
+    jax.config.update('jax_disable_most_optimizations', True)
+    from au_jax import models, parallel, train
+    from configs import drml
+    assert jax.local_device_count() == 8, jax.devices()
+
+    config = drml.get_config('test')
+    config.model.dropout_rate = 0.0  # Dropout masks differ per device.
+    model = models.create(config, axis_name=parallel.AXIS_NAME)
+    state = train.create_train_state(config, model, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = {
+        'image': rng.normal(size=(8, 66, 66, 3)).astype(np.float32),
+        'au_occurrence': rng.integers(-1, 2, size=(8, 12)).astype(np.int32),
+    }
+    step = functools.partial(train.train_step, config=config)
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      n = len(devices)
+      p_step = jax.pmap(step, axis_name=parallel.AXIS_NAME, devices=devices)
+      p_state = jax.device_put_replicated(state, devices) if hasattr(
+          jax, 'device_put_replicated') else jax.tree_util.tree_map(
+              lambda x: jax.device_put_sharded([x] * n, devices), state)
+      sharded = {k: v.reshape((n, -1) + v.shape[1:]) for k, v in batch.items()}
+      p_rng = jax.device_put_sharded([jax.random.key(1)] * n, devices)
+      new_state, metrics = p_step(p_state, sharded, p_rng)
+      results.append(jax.device_get(jax.tree_util.tree_map(
+          lambda x: x[0], (new_state.params, new_state.batch_stats,
+                           metrics['train_loss']))))
+    one, eight = results
+    flat_one = jax.tree_util.tree_leaves(one)
+    flat_eight = jax.tree_util.tree_leaves(eight)
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(flat_one, flat_eight))
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
+        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(one[0])))
+    print('MAXDIFF', worst, 'MOVED', moved, 'LOSS', float(one[2]), float(eight[2]))
+    """)
+
+
+def test_eight_device_step_equals_one_device_step():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', _SCRIPT], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-4000:]
+  line = [l for l in out.stdout.splitlines() if l.startswith('MAXDIFF')][-1]
+  _, worst, _, moved, _, loss_one, loss_eight = line.split()
+  assert float(moved) > 1e-6  # The step changed the parameters at all...
+  assert float(worst) < 1e-5  # ...identically on 1 and 8 devices.
+  np.testing.assert_allclose(float(loss_one), float(loss_eight), rtol=1e-5)
+
+
+def test_shard_and_unshard_round_trip():
+  batch = {'image': np.arange(24, dtype=np.float32).reshape(4, 2, 3),
+           'subject': np.array([b'a', b'b', b'c', b'd'], object)}
+  sharded = parallel.shard(batch)
+  assert set(sharded) == {'image'}  # Text stays on the host.
+  devices = parallel.device_count()
+  assert sharded['image'].shape == (devices, 4 // devices, 2, 3)
+  np.testing.assert_array_equal(parallel.unshard(sharded['image']),
+                                batch['image'])
+
+
+def test_pad_batch_marks_padding():
+  batch = {'x': np.ones([3, 2], np.float32), 'y': np.array([1, 2, 3])}
+  padded = parallel.pad_batch(batch, 5)
+  np.testing.assert_array_equal(padded['mask'], [1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(padded['y'], [1, 2, 3, 0, 0])
+  assert padded['x'].shape == (5, 2)
