@@ -201,12 +201,21 @@ def normalize(image: np.ndarray, mean: Sequence[float],
 def to_batchable(element: Mapping[str, Any]) -> Element:
   """Every value as a numpy array of a numeric/bool dtype (grain stacks them).
 
-  Python and numpy scalars become 0-d arrays; text or object values raise,
-  naming the key (drop them or map them to ids first, see SelectLabels).
+  Python scalars become 0-d int32 / float32 / bool arrays, numpy values keep
+  their dtype; text or object values raise, naming the key (drop them or map
+  them to ids first, see SelectLabels).
   """
   out = {}
   for key, value in element.items():
-    array = np.asarray(value)
+    # Python scalars would become int64/float64; JAX works in 32 bits.
+    if isinstance(value, bool):
+      array = np.asarray(value, np.bool_)
+    elif isinstance(value, int):
+      array = np.asarray(value, np.int32)
+    elif isinstance(value, float):
+      array = np.asarray(value, np.float32)
+    else:
+      array = np.asarray(value)
     if array.dtype.kind not in 'biuf':
       raise ValueError(f'field {key!r} has dtype {array.dtype} ({value!r:.60})'
                        '; batches need numbers: drop it or map it to an id.')
