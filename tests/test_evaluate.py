@@ -1,0 +1,217 @@
+"""Tests of au_jax.evaluate and au_jax.visualize (hand-computed values)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from au_jax import evaluate
+from au_jax import metrics
+from au_jax import visualize
+
+AUS = (1, 2)
+# 4 frames x 2 AUs. AU1: positives at rows 0, 1; AU2: row 2 unknown.
+LABELS = np.array([[1, 0], [1, 1], [0, -1], [0, 0]])
+PROBABILITIES = np.array([[0.9, 0.2], [0.4, 0.7], [0.6, 0.9], [0.1, 0.5]])
+
+
+def test_compute_metrics_by_hand():
+  results = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS)
+  # AU1 at 0.5: tp row 0, fn row 1, fp row 2, tn row 3 -> F1 50, acc 50.
+  # AU2: tp row 1, fp row 3 (0.5 >= 0.5), tn row 0 -> F1 2/3, acc 2/3.
+  per_au = results['per_au']
+  np.testing.assert_allclose(per_au['f1'], [50.0, 200 / 3])
+  np.testing.assert_allclose(per_au['accuracy'], [50.0, 200 / 3])
+  # AU1 ranks: positives 0.9, 0.4 vs negatives 0.6, 0.1 -> 3 of 4 pairs.
+  np.testing.assert_allclose(per_au['auc'], [75.0, 100.0])
+  np.testing.assert_allclose(per_au['positive_rate'], [0.5, 1 / 3])
+  # All-positive F1 = 2r / (1 + r).
+  np.testing.assert_allclose(per_au['baseline_f1'], [200 / 3, 50.0])
+  assert per_au['num_labelled'] == [4, 3]
+  assert results['num_frames'] == 4
+  np.testing.assert_allclose(results['mean']['f1'], (50 + 200 / 3) / 2)
+  np.testing.assert_allclose(results['mean']['auc'], 87.5)
+  np.testing.assert_array_equal(results['labels'], LABELS)
+
+
+def test_per_au_thresholds_and_errors():
+  results = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS,
+                                     threshold=[0.35, 0.6])
+  # AU1 at 0.35: tp rows 0, 1, fp row 2 -> 4/5; AU2 at 0.6: tp, tn, tn -> 1.
+  np.testing.assert_allclose(results['per_au']['f1'], [80.0, 100.0])
+  with pytest.raises(ValueError, match=r'\[N, 3\]'):
+    evaluate.compute_metrics(LABELS, PROBABILITIES, (1, 2, 4))
+  with pytest.raises(ValueError, match='unknown AU id 3'):
+    evaluate.compute_metrics(LABELS, PROBABILITIES, (1, 3))
+
+
+def test_evaluate_ignores_padding_rows_and_keeps_raw_arrays():
+  # Two batches of 3; the last is padded with a garbage row.
+  batches = [
+      {'au_occurrence': LABELS[:3], 'mask': np.array([True] * 3),
+       'sequence': np.array([b'a', b'a', b'b'], object),
+       'frame_index': np.array([0, 1, 0])},
+      {'au_occurrence': np.array([[0, 0], [1, 1], [1, 1]]),
+       'mask': np.array([True, False, False]),
+       'sequence': np.array([b'b', b'', b''], object),
+       'frame_index': np.array([1, 0, 0])},
+  ]
+  padded_probabilities = np.concatenate([PROBABILITIES, [[0.0, 0.0]] * 2])
+  calls = iter([padded_probabilities[:3], padded_probabilities[3:]])
+  results = evaluate.evaluate(lambda batch: next(calls), batches, AUS)
+  expected = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS)
+  assert results['per_au'] == expected['per_au']
+  assert results['num_frames'] == 4
+  np.testing.assert_array_equal(results['sequence'], ['a', 'a', 'b', 'b'])
+  np.testing.assert_array_equal(results['frame_index'], [0, 1, 0, 1])
+  assert 'subject' not in results
+
+
+def test_tune_thresholds_matches_brute_force():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(-1, 2, size=(60, 3))
+  labels[:, 2] = np.where(labels[:, 2] == 1, 0, labels[:, 2])  # no positives
+  scores = np.round(rng.random((60, 3)) * 0.7 + 0.3 * (labels == 1), 2)
+  thresholds = evaluate.tune_thresholds(labels, scores)
+  for c in range(2):
+    candidates = np.unique(scores[labels[:, c] >= 0, c])
+    f1 = [metrics.f1_frame(labels[:, c:c + 1], scores[:, c:c + 1] >= t)[0]
+          for t in candidates]
+    best = candidates[np.flatnonzero(np.isclose(f1, max(f1)))].max()
+    assert thresholds[c] == best
+  assert thresholds[2] == 0.5
+
+
+def test_median_smooth_stays_inside_each_video():
+  sequence = np.array(['a'] * 5 + ['b'] * 3)
+  predictions = np.array([1, 1, 1, 0, 1, 0, 1, 1])[:, None]
+  smoothed = evaluate.median_smooth(predictions, sequence, 3)
+  # a padded: 1 | 1 1 1 0 1 | 1 -> all 1 (its last frame sees (0, 1, 1),
+  # not (0, 1, 0) with b's first frame); b padded: 0 | 0 1 1 | 1.
+  np.testing.assert_array_equal(smoothed[:, 0], [1, 1, 1, 1, 1, 0, 1, 1])
+  # Interleaved videos give the same per-video result.
+  order = np.array([0, 5, 1, 6, 2, 7, 3, 4])
+  np.testing.assert_array_equal(
+      evaluate.median_smooth(predictions[order], sequence[order], 3),
+      smoothed[order])
+  probabilities = np.array([[0.1], [0.9], [0.2], [0.3], [0.8]])
+  np.testing.assert_allclose(
+      evaluate.median_smooth(probabilities, np.zeros(5), 5)[:, 0],
+      [0.1, 0.2, 0.3, 0.8, 0.8])  # padded 0.1 0.1 | 0.1 .. 0.8 | 0.8 0.8
+  assert evaluate.median_smooth(predictions, sequence, 1).tolist() == \
+      predictions.tolist()
+  with pytest.raises(ValueError, match='odd'):
+    evaluate.median_smooth(predictions, sequence, 4)
+
+
+def _fold(f1, auc, frames):
+  return {'aus': list(AUS), 'num_frames': frames,
+          'per_au': {'f1': f1, 'accuracy': [50.0, 60.0], 'auc': auc,
+                     'average_precision': [40.0, 30.0],
+                     'baseline_f1': [20.0, 30.0],
+                     'positive_rate': [0.1, 0.2], 'num_labelled': [10, 9],
+                     'threshold': [0.5, 0.5]},
+          'mean': {'f1': float(np.mean(f1)), 'accuracy': 55.0,
+                   'auc': float(np.nanmean(auc)),
+                   'average_precision': 35.0, 'baseline_f1': 25.0},
+          'labels': np.zeros((frames, 2))}
+
+
+def _cross_fold():
+  return evaluate.cross_fold(
+      {2: _fold([30.0, 50.0], [70.0, np.nan], 10),
+       1: _fold([40.0, 70.0], [80.0, 60.0], 12)}, AUS)
+
+
+def test_cross_fold_means():
+  table = _cross_fold()
+  np.testing.assert_allclose(table['per_au']['f1'], [35.0, 60.0])
+  # A nan AUC (one-class AU in a fold) is left out of that AU's mean.
+  np.testing.assert_allclose(table['per_au']['auc'], [75.0, 60.0])
+  np.testing.assert_allclose(table['mean']['f1'], 47.5)
+  np.testing.assert_allclose(table['std_mean_f1'], 7.5)
+  assert table['num_frames'] == 22
+  assert list(table['folds']) == [1, 2]
+  assert 'labels' not in table['folds'][1]
+  with pytest.raises(ValueError, match='fold 1'):
+    evaluate.cross_fold({1: _fold([1.0, 2.0], [1.0, 2.0], 1)}, (1, 4))
+
+
+def test_markdown_table():
+  expected = '\n'.join([
+      '| AU | F1 fold 1 | F1 fold 2 | F1 mean | Acc | AUC | All-pos F1 |',
+      '|---|---:|---:|---:|---:|---:|---:|',
+      '| AU1 | 40.0 | 30.0 | 35.0 | 50.0 | 75.0 | 20.0 |',
+      '| AU2 | 70.0 | 50.0 | 60.0 | 60.0 | 60.0 | 30.0 |',
+      '| **mean** | 55.0 | 40.0 | 47.5 | 55.0 | 67.5 | 25.0 |'])
+  assert evaluate.markdown_table(_cross_fold(), AUS) == expected
+  single = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS)
+  lines = evaluate.markdown_table(single, AUS).splitlines()
+  assert lines[0] == '| AU | F1 | Acc | AUC | All-pos F1 |'
+  assert lines[2] == '| AU1 | 50.0 | 50.0 | 75.0 | 66.7 |'
+  text = evaluate.format_table(single, AUS)
+  assert 'mean' in text and '4 frames' in text
+  with pytest.raises(ValueError, match='not'):
+    evaluate.markdown_table(single, (1, 4))
+
+
+def test_write_results_round_trip(tmp_path):
+  results = evaluate.compute_metrics(
+      np.array([[1, 1], [1, 0]]), np.array([[0.9, 0.2], [0.7, 0.1]]), AUS)
+  results['sequence'] = np.array(['a', 'b'])
+  json_path, md_path = evaluate.write_results(results, str(tmp_path), 'test')
+  with open(json_path) as f:
+    loaded = json.load(f)  # strict JSON: nan written as null
+  assert loaded['per_au']['auc'] == [None, 100.0]
+  assert 'labels' not in loaded
+  with open(md_path) as f:
+    assert f.read() == evaluate.markdown_table(results, AUS) + '\n'
+  # A JSON-loaded result renders the same table.
+  assert evaluate.markdown_table(loaded, AUS) == evaluate.markdown_table(
+      results, AUS)
+  raw = np.load(os.path.join(tmp_path, 'test_predictions.npz'))
+  np.testing.assert_array_equal(raw['labels'], [[1, 1], [1, 0]])
+  assert raw['sequence'].tolist() == ['a', 'b']
+  assert sorted(os.listdir(tmp_path)) == ['test.json', 'test.md',
+                                          'test_predictions.npz']
+
+
+def test_failed_write_leaves_old_file(tmp_path):
+  path = str(tmp_path / 'results.json')
+  evaluate._write_atomic(path, lambda f: f.write('old'))
+
+  def crash(f):
+    f.write('half a new fi')
+    raise RuntimeError('killed')
+
+  with pytest.raises(RuntimeError):
+    evaluate._write_atomic(path, crash)
+  assert open(path).read() == 'old'
+  assert os.listdir(tmp_path) == ['results.json']
+
+
+def _is_png(path):
+  with open(path, 'rb') as f:
+    return f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_plots(tmp_path):
+  path = visualize.plot_per_au_f1(_cross_fold(), AUS,
+                                  str(tmp_path / 'f1.png'))
+  assert _is_png(path)
+  single = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS)
+  assert _is_png(visualize.plot_per_au_f1(single, AUS,
+                                          str(tmp_path / 'one.png')))
+  lines = [{'step': 1, 'train_loss': 0.9, 'learning_rate': 1e-3},
+           {'step': 2, 'train_loss': 0.7, 'learning_rate': 1e-3,
+            'val_mean_f1': 30.0}]
+  jsonl = tmp_path / 'metrics.jsonl'
+  jsonl.write_text('\n'.join(json.dumps(x) for x in lines) + '\n{"step": 3,')
+  records = visualize.read_metrics_jsonl(str(jsonl))
+  assert [r['step'] for r in records] == [1, 2]  # truncated line skipped
+  assert _is_png(visualize.plot_training_curves(str(jsonl),
+                                                str(tmp_path / 'curves.png')))
+  jsonl.write_text('not json\n')
+  with pytest.raises(ValueError, match='metrics.jsonl'):
+    visualize.plot_training_curves(str(jsonl), str(tmp_path / 'x.png'))
