@@ -8,9 +8,10 @@ padding rows (`mask` False) are left out of every number.
 
 A results dict (from `evaluate` or `compute_metrics`):
   'aus': [C] FACS ids;  'num_frames': frames counted;
-  'per_au': {'f1', 'accuracy', 'auc', 'average_precision', 'baseline_f1':
-             [C] percent; 'positive_rate': [C] fraction of known labels that
-             are positive; 'num_labelled': [C]; 'threshold': [C]};
+  'per_au': {str(au): {'f1', 'accuracy', 'auc', 'average_precision',
+             'baseline_f1' (percent), 'positive_rate' (fraction of the known
+             labels that are positive), 'num_labelled', 'threshold'}}, keyed
+             by the FACS id as a string (as in the JSON file);
   'mean': the same five metrics averaged over AUs (nan AUs skipped, see
           `_mean`);
   'labels' [N, C], 'probabilities' [N, C] and, when batches carry them,
@@ -18,6 +19,7 @@ A results dict (from `evaluate` or `compute_metrics`):
   threshold tuning and temporal smoothing (written to an .npz, not the JSON).
 'baseline_f1' is the F1 of predicting every frame positive, 2 r / (1 + r) for
 a positive rate r: the floor a detector's F1 is read against.
+`per_au_values(results, 'f1')` gives one metric as a [C] array.
 """
 
 import json
@@ -46,6 +48,22 @@ def _mean(values: np.ndarray) -> float:
   if np.isnan(values).all():
     return float('nan')
   return float(np.nanmean(values))
+
+
+def per_au_values(results: Mapping[str, Any], key: str) -> np.ndarray:
+  """[C] float64 values of one per-AU metric, in results['aus'] order
+  (None, as JSON stores nan, becomes nan)."""
+  values = [results['per_au'][str(au)][key] for au in results['aus']]
+  return np.array([np.nan if v is None else v for v in values], np.float64)
+
+
+def _per_au_dict(aus: Sequence[int],
+                 columns: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+  """{metric: [C]} -> {str(au): {metric: value}} with Python scalars."""
+  return {str(au): {key: (int(values[c]) if key == 'num_labelled'
+                          else float(values[c]))
+                    for key, values in columns.items()}
+          for c, au in enumerate(aus)}
 
 
 def _as_thresholds(threshold, num_aus: int) -> np.ndarray:
@@ -106,12 +124,10 @@ def compute_metrics(labels, probabilities, aus: Sequence[int],
   results = {
       'aus': list(aus),
       'num_frames': int(labels.shape[0]),
-      'per_au': {
-          **{k: [float(x) for x in v] for k, v in per_au.items()},
-          'positive_rate': [float(x) for x in positive_rate],
-          'num_labelled': [int(x) for x in num_labelled],
-          'threshold': [float(x) for x in thresholds],
-      },
+      'per_au': _per_au_dict(aus, {**per_au,
+                                   'positive_rate': positive_rate,
+                                   'num_labelled': num_labelled,
+                                   'threshold': thresholds}),
       'mean': {k: _mean(per_au[k]) for k in PERCENT_METRICS},
       'labels': labels,
       'probabilities': probabilities.astype(np.float32),
@@ -267,22 +283,20 @@ def cross_fold(results_by_fold: Mapping[int, Mapping[str, Any]],
     if tuple(result['aus']) != aus:
       raise ValueError(f'fold {fold} was evaluated on AUs {result["aus"]}, '
                        f'expected {aus}.')
-    folds[int(fold)] = {k: v for k, v in result.items()
-                        if k not in RAW_KEYS and k != 'aus'}
+    folds[int(fold)] = {k: v for k, v in result.items() if k not in RAW_KEYS}
   per_au = {}
   for key in PERCENT_METRICS + ('positive_rate',):
-    stacked = np.array([f['per_au'][key] for f in folds.values()], np.float64)
+    stacked = np.array([per_au_values(f, key) for f in folds.values()])
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', RuntimeWarning)  # all-nan AU -> nan
-      per_au[key] = [float(x) for x in np.nanmean(stacked, axis=0)]
-  per_au['num_labelled'] = [
-      int(x) for x in np.sum([f['per_au']['num_labelled']
-                              for f in folds.values()], axis=0)]
+      per_au[key] = np.nanmean(stacked, axis=0)
+  per_au['num_labelled'] = np.sum([per_au_values(f, 'num_labelled')
+                                   for f in folds.values()], axis=0)
   fold_f1 = [f['mean']['f1'] for f in folds.values()]
   return {
       'aus': list(aus),
       'num_frames': int(sum(f['num_frames'] for f in folds.values())),
-      'per_au': per_au,
+      'per_au': _per_au_dict(aus, per_au),
       'mean': {k: _mean(per_au[k]) for k in PERCENT_METRICS},
       'std_mean_f1': float(np.std(fold_f1)),
       'folds': folds,
@@ -304,11 +318,12 @@ def _rows(results: Mapping[str, Any], aus: Sequence[int]):
   if folds:  # The metric columns are then means over the folds.
     header[len(folds) + 1] = 'F1 mean'
   fmt = lambda x: '-' if x is None or np.isnan(x) else f'{x:.1f}'
+  fold_f1 = [per_au_values(f, 'f1') for f in folds.values()]
+  columns = [per_au_values(results, key) for _, key in _COLUMNS]
   rows = []
   for c, au in enumerate(aus):
-    row = [f'AU{au}'] + [fmt(f['per_au']['f1'][c]) for f in folds.values()]
-    row += [fmt(results['per_au'][key][c]) for _, key in _COLUMNS]
-    rows.append(row)
+    rows.append([f'AU{au}'] + [fmt(f1[c]) for f1 in fold_f1]
+                + [fmt(values[c]) for values in columns])
   mean = ['**mean**'] + [fmt(f['mean']['f1']) for f in folds.values()]
   mean += [fmt(results['mean'][key]) for _, key in _COLUMNS]
   rows.append(mean)

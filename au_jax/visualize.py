@@ -16,6 +16,7 @@ from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from au_jax import aus as aus_lib
+from au_jax import evaluate
 
 
 def _save(figure, path: str) -> str:
@@ -35,11 +36,6 @@ def _save(figure, path: str) -> str:
   return path
 
 
-def _values(values: Sequence[Any]) -> np.ndarray:
-  # JSON-loaded results hold None where a value was nan.
-  return np.array([np.nan if v is None else v for v in values], np.float64)
-
-
 def plot_per_au_f1(results: Mapping[str, Any], aus: Sequence[int],
                    path: str) -> str:
   """Bar chart of per-AU F1 (each fold, and the mean) vs all-positive F1.
@@ -57,11 +53,11 @@ def plot_per_au_f1(results: Mapping[str, Any], aus: Sequence[int],
   if tuple(results['aus']) != aus:
     raise ValueError(f'results are for AUs {results["aus"]}, not {aus}.')
   folds = results.get('folds', {})
-  series = [(f'fold {k}', _values(f['per_au']['f1']), 0.45)
+  series = [(f'fold {k}', evaluate.per_au_values(f, 'f1'), 0.45)
             for k, f in folds.items()]
   mean_label = f'mean F1 {results["mean"]["f1"]:.1f}'
-  series.append((mean_label, _values(results['per_au']['f1']), 1.0))
-  baseline = _values(results['per_au']['baseline_f1'])
+  series.append((mean_label, evaluate.per_au_values(results, 'f1'), 1.0))
+  baseline = evaluate.per_au_values(results, 'baseline_f1')
 
   x = np.arange(len(aus) + 1)  # + the mean over AUs
   width = 0.8 / len(series)

@@ -18,17 +18,18 @@ PROBABILITIES = np.array([[0.9, 0.2], [0.4, 0.7], [0.6, 0.9], [0.1, 0.5]])
 
 def test_compute_metrics_by_hand():
   results = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS)
+  per_au = lambda key: evaluate.per_au_values(results, key)
   # AU1 at 0.5: tp row 0, fn row 1, fp row 2, tn row 3 -> F1 50, acc 50.
   # AU2: tp row 1, fp row 3 (0.5 >= 0.5), tn row 0 -> F1 2/3, acc 2/3.
-  per_au = results['per_au']
-  np.testing.assert_allclose(per_au['f1'], [50.0, 200 / 3])
-  np.testing.assert_allclose(per_au['accuracy'], [50.0, 200 / 3])
+  np.testing.assert_allclose(per_au('f1'), [50.0, 200 / 3])
+  np.testing.assert_allclose(per_au('accuracy'), [50.0, 200 / 3])
   # AU1 ranks: positives 0.9, 0.4 vs negatives 0.6, 0.1 -> 3 of 4 pairs.
-  np.testing.assert_allclose(per_au['auc'], [75.0, 100.0])
-  np.testing.assert_allclose(per_au['positive_rate'], [0.5, 1 / 3])
+  np.testing.assert_allclose(per_au('auc'), [75.0, 100.0])
+  np.testing.assert_allclose(per_au('positive_rate'), [0.5, 1 / 3])
   # All-positive F1 = 2r / (1 + r).
-  np.testing.assert_allclose(per_au['baseline_f1'], [200 / 3, 50.0])
-  assert per_au['num_labelled'] == [4, 3]
+  np.testing.assert_allclose(per_au('baseline_f1'), [200 / 3, 50.0])
+  assert results['per_au']['2']['num_labelled'] == 3
+  assert results['per_au']['1']['threshold'] == 0.5
   assert results['num_frames'] == 4
   np.testing.assert_allclose(results['mean']['f1'], (50 + 200 / 3) / 2)
   np.testing.assert_allclose(results['mean']['auc'], 87.5)
@@ -39,7 +40,8 @@ def test_per_au_thresholds_and_errors():
   results = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS,
                                      threshold=[0.35, 0.6])
   # AU1 at 0.35: tp rows 0, 1, fp row 2 -> 4/5; AU2 at 0.6: tp, tn, tn -> 1.
-  np.testing.assert_allclose(results['per_au']['f1'], [80.0, 100.0])
+  np.testing.assert_allclose(evaluate.per_au_values(results, 'f1'),
+                             [80.0, 100.0])
   with pytest.raises(ValueError, match=r'\[N, 3\]'):
     evaluate.compute_metrics(LABELS, PROBABILITIES, (1, 2, 4))
   with pytest.raises(ValueError, match='unknown AU id 3'):
@@ -106,12 +108,13 @@ def test_median_smooth_stays_inside_each_video():
 
 
 def _fold(f1, auc, frames):
-  return {'aus': list(AUS), 'num_frames': frames,
-          'per_au': {'f1': f1, 'accuracy': [50.0, 60.0], 'auc': auc,
-                     'average_precision': [40.0, 30.0],
-                     'baseline_f1': [20.0, 30.0],
-                     'positive_rate': [0.1, 0.2], 'num_labelled': [10, 9],
-                     'threshold': [0.5, 0.5]},
+  per_au = {str(au): {'f1': f1[c], 'accuracy': [50.0, 60.0][c],
+                      'auc': auc[c], 'average_precision': [40.0, 30.0][c],
+                      'baseline_f1': [20.0, 30.0][c],
+                      'positive_rate': [0.1, 0.2][c],
+                      'num_labelled': [10, 9][c], 'threshold': 0.5}
+            for c, au in enumerate(AUS)}
+  return {'aus': list(AUS), 'num_frames': frames, 'per_au': per_au,
           'mean': {'f1': float(np.mean(f1)), 'accuracy': 55.0,
                    'auc': float(np.nanmean(auc)),
                    'average_precision': 35.0, 'baseline_f1': 25.0},
@@ -126,9 +129,12 @@ def _cross_fold():
 
 def test_cross_fold_means():
   table = _cross_fold()
-  np.testing.assert_allclose(table['per_au']['f1'], [35.0, 60.0])
+  np.testing.assert_allclose(evaluate.per_au_values(table, 'f1'),
+                             [35.0, 60.0])
   # A nan AUC (one-class AU in a fold) is left out of that AU's mean.
-  np.testing.assert_allclose(table['per_au']['auc'], [75.0, 60.0])
+  np.testing.assert_allclose(evaluate.per_au_values(table, 'auc'),
+                             [75.0, 60.0])
+  assert table['per_au']['2']['num_labelled'] == 18
   np.testing.assert_allclose(table['mean']['f1'], 47.5)
   np.testing.assert_allclose(table['std_mean_f1'], 7.5)
   assert table['num_frames'] == 22
@@ -163,7 +169,8 @@ def test_write_results_round_trip(tmp_path):
   json_path, md_path = evaluate.write_results(results, str(tmp_path), 'test')
   with open(json_path) as f:
     loaded = json.load(f)  # strict JSON: nan written as null
-  assert loaded['per_au']['auc'] == [None, 100.0]
+  assert loaded['per_au']['1']['auc'] is None  # one class only
+  assert loaded['per_au']['2']['auc'] == 100.0
   assert 'labels' not in loaded
   with open(md_path) as f:
     assert f.read() == evaluate.markdown_table(results, AUS) + '\n'
@@ -175,6 +182,12 @@ def test_write_results_round_trip(tmp_path):
   assert raw['sequence'].tolist() == ['a', 'b']
   assert sorted(os.listdir(tmp_path)) == ['test.json', 'test.md',
                                           'test_predictions.npz']
+  # A cross-fold table read back from its JSON renders the same table.
+  json_path, _ = evaluate.write_results(_cross_fold(), str(tmp_path))
+  with open(json_path) as f:
+    loaded = json.load(f)
+  assert evaluate.markdown_table(loaded, AUS) == evaluate.markdown_table(
+      _cross_fold(), AUS)
 
 
 def test_failed_write_leaves_old_file(tmp_path):
