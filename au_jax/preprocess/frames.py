@@ -152,9 +152,15 @@ class BuildStats:
         f'by dataset landmarks (Haar missed) {c["face_landmarks"]}, not found '
         f'(centre crop, face_found=False) {c["face_centre"]}; aligned-mode '
         f'fallbacks to crop {c["not_aligned"]}.']
+    standard = ('frames', 'face_haar', 'face_landmarks', 'face_centre',
+                'not_aligned')
     skips = {k: v for k, v in sorted(c.items()) if k.startswith('skipped_')}
     if skips:
       lines.append(f'{self.name}: skipped (counted, not written): {skips}')
+    notes = {k: v for k, v in sorted(c.items())
+             if v and k not in standard and k not in skips}
+    if notes:
+      lines.append(f'{self.name}: other counts: {notes}')
     rates = ', '.join(
         f'AU{au} {p / max(n, 1):.3f} ({n} labelled)'
         for au, p, n in zip(self.aus, self.positive, self.labelled))

@@ -1,0 +1,144 @@
+"""DISFA: left-camera video frames with 12 AU intensities and occurrences.
+
+Reads the release as its owners ship it (../shared/reference/datasets.md):
+`Video_LeftCamera/LeftVideoSN001_comp.avi`, labels
+`ActionUnit_Labels/SN001/SN001_au<N>.txt` (`frameIdx,intensity` per line, 0-5)
+and optional 66-point landmarks `Landmark_Points/SN001/frame_lm/*.mat`
+(field `pts`). Frame i of the video pairs with line i of the label files (the
+benchmarks' convention). Records carry all 12 labelled AUs; the 8 benchmark
+AUs are selected at read time (`aus.label_indices`). Occurrence = intensity
+>= 2 (the standard threshold), intensity kept. One split per subject (SN001).
+"""
+
+import collections
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from au_jax import aus as aus_lib
+from au_jax import records
+from au_jax.preprocess import frames as frames_lib
+from au_jax.preprocess import labels as labels_lib
+from au_jax.preprocess import landmarks as landmarks_lib
+from au_jax.preprocess import video as video_lib
+
+AUS = aus_lib.DATASET_AUS['disfa']
+OCCURRENCE_THRESHOLD = 2.0  # Intensity >= 2 (FACS B) counts as present.
+VIDEO_FOLDER = 'Video_LeftCamera'
+LABEL_FOLDER = 'ActionUnit_Labels'
+LANDMARK_FOLDER = 'Landmark_Points'
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """DISFA left-camera frames with AU intensities (12 AUs)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First au_jax release.'}
+  BUILDER_CONFIGS = frames_lib.standard_configs()
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Request DISFA from the University of Denver (http://mohammadmahoor.com/disfa/)
+  and point --manual_dir at the folder that holds:
+    Video_LeftCamera/LeftVideo<subject>_comp.avi      (subjects SN001 ... SN032)
+    ActionUnit_Labels/<subject>/<subject>_au<N>.txt   for N in
+        1 2 4 5 6 9 12 15 17 20 25 26 ("frameIdx,intensity" lines)
+    Landmark_Points/<subject>/frame_lm/*.mat          (optional; 66 points,
+        field pts; the file name's last number is the frame index)
+  A subject with a label folder but no video, or a missing AU file, is an
+  error naming the file. Video_RightCamera is not read.
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    config = self.builder_config
+    return self.dataset_info_from_configs(
+        features=records.frame_features(len(AUS), config.image_size,
+                                         config.encoding),
+        disable_shuffling=True,  # Keep frame order: flow, smoothing.
+        homepage='http://mohammadmahoor.com/disfa/')
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    self._use_beam = frames_lib.wants_beam(download_config)
+    return super()._download_and_prepare(dl_manager, download_config)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    return frames_lib.split_generators(
+        'disfa', AUS, list_jobs(str(dl_manager.manual_dir)), process_job,
+        self.builder_config, getattr(self, '_use_beam', False),
+        str(self._data_dir_root))
+
+  def _generate_examples(self, jobs: list[tuple]):
+    """One subject's examples in this process (TFDS requires the method;
+    `_split_generators` uses the parallel/Beam `frames_lib` path instead)."""
+    yield from frames_lib.examples(jobs, process_job, self.builder_config)
+
+
+def list_jobs(root: str) -> dict[str, list[tuple]]:
+  """{subject: [(subject, video, [12 label files], landmark folder|None,
+  identity)]}, checking every file exists."""
+  label_root = frames_lib.require_file(os.path.join(root, LABEL_FOLDER),
+                                       'DISFA label folder')
+  subjects = sorted(s for s in os.listdir(label_root)
+                    if os.path.isdir(os.path.join(label_root, s)))
+  if not subjects:
+    raise FileNotFoundError(f'No subject folders (SN001 ...) in {label_root}.')
+  jobs = {}
+  for identity, subject in enumerate(subjects):
+    video = frames_lib.require_file(
+        os.path.join(root, VIDEO_FOLDER, f'LeftVideo{subject}_comp.avi'),
+        f'DISFA left-camera video of {subject}')
+    label_files = [frames_lib.require_file(
+        os.path.join(label_root, subject, f'{subject}_au{au}.txt'),
+        f'DISFA AU{au} label file of {subject}') for au in AUS]
+    landmarks = os.path.join(root, LANDMARK_FOLDER, subject, 'frame_lm')
+    jobs[subject] = [(subject, video, label_files,
+                      landmarks if os.path.isdir(landmarks) else None,
+                      identity)]
+  return jobs
+
+
+def read_labels(label_files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  """frames [N] and intensity [N, 12] (-1 where an AU file is shorter)."""
+  columns = [labels_lib.read_frame_value_lines(p) for p in label_files]
+  length = max(len(frames) for frames, _ in columns)
+  frames = next(f for f, _ in columns if len(f) == length)
+  intensity = np.full((length, len(AUS)), -1, np.float32)
+  for c, (path, (au_frames, values)) in enumerate(zip(label_files, columns)):
+    if not np.array_equal(au_frames, frames[:len(au_frames)]):
+      raise ValueError(f'{path}: frame indices differ from the other AU '
+                       'files of this subject (lines must pair by order).')
+    intensity[:len(values), c] = values
+  return frames, intensity
+
+
+def process_job(job: tuple, options, encoding: str,
+                counts: collections.Counter):
+  """Yields (key, example) for one subject's left-camera video."""
+  subject, video, label_files, landmark_folder, identity = job
+  label_frames, intensity = read_labels(label_files)
+  counts['label_values_missing'] += int((intensity < 0).sum())
+  occurrence = np.where(intensity < 0, -1,
+                        intensity >= OCCURRENCE_THRESHOLD).astype(np.int8)
+  landmark_files = (frames_lib.sorted_frames(landmark_folder, ('.mat',))
+                    if landmark_folder else {})
+  unknown = np.full(len(AUS), -1)
+  index = -1
+  for index, image in enumerate(video_lib.video_frames(video)):
+    if index < len(label_frames):  # Line i pairs with video frame i.
+      frame_index = int(label_frames[index])
+      labels, levels = occurrence[index], intensity[index]
+    else:
+      frame_index = (int(label_frames[-1]) if len(label_frames) else 0) + (
+          index - len(label_frames) + 1)
+      labels, levels = unknown, unknown
+      counts['frames_without_labels'] += 1
+    points = None
+    if frame_index in landmark_files:
+      points = landmarks_lib.to_ibug68(
+          labels_lib.read_points_mat(landmark_files[frame_index]))
+    yield f'{index:06d}', frames_lib.frame_example(
+        image, points, labels, levels, subject=subject, sequence=subject,
+        frame_index=frame_index, view=0, identity=identity, options=options,
+        encoding=encoding, counts=counts)
+  if index + 1 < len(label_frames):
+    counts['skipped_label_lines_without_frame'] += (
+        len(label_frames) - index - 1)
