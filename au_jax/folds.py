@@ -28,7 +28,7 @@ from absl import logging
 
 NUM_FOLDS = 3
 
-# Standard subject-exclusive parts (protocols.md); fold k tests on PARTS[d][k-1].
+# Standard subject-exclusive parts (protocols.md); fold k tests on part k.
 PARTS = {
     'bp4d': (
         ('F001', 'M007', 'F018', 'F008', 'F002', 'M004', 'F010', 'F009',
@@ -113,8 +113,9 @@ def check_fold(fold: int) -> int:
   return int(fold)
 
 
-def round_robin_parts(subjects: Sequence[str],
-                      num_parts: int = NUM_FOLDS) -> tuple[tuple[str, ...], ...]:
+def round_robin_parts(
+    subjects: Sequence[str],
+    num_parts: int = NUM_FOLDS) -> tuple[tuple[str, ...], ...]:
   """Sorted ids dealt round-robin: part k holds sorted[k-1::num_parts]."""
   ordered = sorted(subjects)
   return tuple(tuple(ordered[k::num_parts]) for k in range(num_parts))
@@ -163,7 +164,8 @@ def dataset_parts(dataset: str, available: Sequence[str],
   return tuple(tuple(s for s in part if s in keep) for part in parts)
 
 
-def pick_validation(train: Sequence[str], num_validation: int) -> tuple[str, ...]:
+def pick_validation(train: Sequence[str],
+                    num_validation: int) -> tuple[str, ...]:
   """`num_validation` evenly spaced ids of the sorted training subjects.
 
   Of n sorted ids, picks index floor((2i+1) n / (2v)) for i < v: the centres of

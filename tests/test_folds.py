@@ -185,3 +185,18 @@ def test_parse_folds(value, expected):
 def test_parse_folds_errors(value, message):
   with pytest.raises(ValueError, match=message):
     folds.parse_folds(value)
+
+
+def test_fera2017_reuses_bp4d_parts():
+  assert folds.fold_subjects('fera2017', 2, BP4D_ALL, num_validation=1) == (
+      folds.fold_subjects('bp4d', 2, BP4D_ALL, num_validation=1))
+  # Subjects outside BP4D (e.g. another partition's ids) are named.
+  with pytest.raises(ValueError, match=r"\['V001'\] .*bp4d parts"):
+    folds.fold_subjects('fera2017', 1, BP4D_ALL + ['V001'])
+
+
+def test_numpy_fold_numbers():
+  np = pytest.importorskip('numpy')
+  assert folds.check_fold(np.int64(2)) == 2
+  assert folds.parse_folds(np.array([1, 3]).tolist()) == (1, 3)
+  assert folds.parse_folds(np.int32(3)) == (3,)
