@@ -67,7 +67,11 @@ def _per_au_dict(aus: Sequence[int],
 
 
 def _as_thresholds(threshold, num_aus: int) -> np.ndarray:
-  thresholds = np.broadcast_to(np.asarray(threshold, np.float64), (num_aus,))
+  thresholds = np.asarray(threshold, np.float64)
+  if thresholds.ndim > 1 or thresholds.size not in (1, num_aus):
+    raise ValueError(f'threshold must be a number or {num_aus} per-AU '
+                     f'values; got shape {thresholds.shape}.')
+  thresholds = np.broadcast_to(thresholds, (num_aus,))
   if np.any((thresholds < 0) | (thresholds > 1)):
     raise ValueError(f'thresholds must lie in [0, 1]; got {thresholds}.')
   return thresholds.copy()
@@ -101,6 +105,11 @@ def compute_metrics(labels, probabilities, aus: Sequence[int],
   if mask is not None:
     mask = np.asarray(mask, bool)
     labels, probabilities = labels[mask], probabilities[mask]
+  if not np.isfinite(probabilities).all():
+    bad = np.argwhere(~np.isfinite(probabilities))
+    raise ValueError(f'{len(bad)} probabilities are nan/inf (first at frame, '
+                     f'AU column {tuple(bad[0].tolist())}): has training '
+                     'diverged?')
   thresholds = _as_thresholds(threshold, len(aus))
   predictions = probabilities >= thresholds
   counts = metrics.confusion_counts(labels, predictions)
@@ -208,7 +217,7 @@ def tune_thresholds(labels, probabilities, mask=None) -> np.ndarray:
     [C] float64 thresholds.
   """
   result = []
-  for positive, score in metrics._columns(labels, probabilities, mask):  # pylint: disable=protected-access
+  for positive, score in metrics.known_columns(labels, probabilities, mask):
     num_positive = positive.sum()
     if num_positive == 0:
       result.append(0.5)

@@ -116,7 +116,9 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
   return (last_rank - (counts - 1) / 2.0)[inverse]
 
 
-def _columns(labels, scores, mask):
+def known_columns(labels, scores, mask=None):
+  """Yields, per AU, (positive [n_c] bool, score [n_c]) over its known,
+  unmasked frames; labels/scores [N, C], mask [N] or [N, C]."""
   labels = np.asarray(labels)
   scores = np.asarray(scores, dtype=np.float64)
   _check_binary('scores', scores, labels)
@@ -142,7 +144,7 @@ def auc(labels, scores, mask=None) -> np.ndarray:
     [C] in [0, 1]; nan for an AU whose known labels hold only one class.
   """
   result = []
-  for positive, score in _columns(labels, scores, mask):
+  for positive, score in known_columns(labels, scores, mask):
     num_positive = positive.sum()
     num_negative = positive.size - num_positive
     if num_positive == 0 or num_negative == 0:
@@ -171,7 +173,7 @@ def average_precision(labels, scores, mask=None) -> np.ndarray:
     [C] in [0, 1]; nan for an AU with no positive label.
   """
   result = []
-  for positive, score in _columns(labels, scores, mask):
+  for positive, score in known_columns(labels, scores, mask):
     num_positive = positive.sum()
     if num_positive == 0:
       result.append(np.nan)

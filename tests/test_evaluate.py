@@ -46,6 +46,12 @@ def test_per_au_thresholds_and_errors():
     evaluate.compute_metrics(LABELS, PROBABILITIES, (1, 2, 4))
   with pytest.raises(ValueError, match='unknown AU id 3'):
     evaluate.compute_metrics(LABELS, PROBABILITIES, (1, 3))
+  with pytest.raises(ValueError, match='per-AU'):
+    evaluate.compute_metrics(LABELS, PROBABILITIES, AUS, [0.5, 0.5, 0.5])
+  broken = PROBABILITIES.copy()
+  broken[2, 1] = np.nan
+  with pytest.raises(ValueError, match=r'1 probabilities are nan.*\(2, 1\)'):
+    evaluate.compute_metrics(LABELS, broken, AUS)
 
 
 def test_evaluate_ignores_padding_rows_and_keeps_raw_arrays():
