@@ -234,3 +234,15 @@ def test_plots(tmp_path):
   jsonl.write_text('not json\n')
   with pytest.raises(ValueError, match='metrics.jsonl'):
     visualize.plot_training_curves(str(jsonl), str(tmp_path / 'x.png'))
+
+
+def test_evaluate_on_batches_padded_by_parallel():
+  from au_jax import parallel  # pylint: disable=g-import-not-at-top
+  rows = {'au_occurrence': LABELS[:3],
+          'subject': np.array([b'F001', b'F001', b'M002'], object)}
+  batch = parallel.pad_batch(rows, 5)
+  probabilities = np.concatenate([PROBABILITIES[:3], np.ones((2, 2))])
+  results = evaluate.evaluate(lambda b: probabilities, [batch], AUS)
+  expected = evaluate.compute_metrics(LABELS[:3], PROBABILITIES[:3], AUS)
+  assert results['per_au'] == expected['per_au']
+  assert results['subject'].tolist() == ['F001', 'F001', 'M002']
