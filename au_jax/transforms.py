@@ -230,7 +230,9 @@ class SelectLabels(grain.transforms.Map):
   other numeric fields unchanged ('image', 'landmarks', 'frame_index',
   'view', 'emotion', 'identity', 'face_found', ...), 'subject' and 'sequence'
   removed, and 'sequence_id' int32 when `sequence_ids` is given (median
-  smoothing needs to know which frames share a sequence).
+  smoothing needs to know which frames share a sequence). The output passes
+  through `to_batchable`: TFDS hands scalars out as Python int/bool, which
+  become int32/bool arrays here.
   """
 
   def __init__(self, indices: np.ndarray,
@@ -256,7 +258,9 @@ class SelectLabels(grain.transforms.Map):
                        ' has no id in sequence_ids: build the dict from the '
                        'same splits the pipeline reads.')
       out['sequence_id'] = np.int32(self.sequence_ids[key])
-    return out
+    # TFDS data sources return scalars as Python int/bool: make them 32-bit
+    # numpy values here, the first step, so batches need no later cast.
+    return to_batchable(out)
 
 
 def _check_sizes(resize: int, crop_size: int) -> None:

@@ -120,6 +120,13 @@ def test_select_labels_map_drops_text_and_maps_sequence_ids():
   assert 'subject' in record  # the input record is left untouched
   plain = transforms.SelectLabels([0]).map(record)
   assert 'sequence_id' not in plain and 'sequence' not in plain
+  # TFDS data sources give scalars as Python int / bool.
+  python_scalars = _record(frame_index=7, view=0, emotion=-1, identity=4,
+                           face_found=True)
+  out = transforms.SelectLabels([0]).map(python_scalars)
+  assert [out[k].dtype for k in ('frame_index', 'view', 'emotion',
+                                 'identity', 'face_found')] == [
+                                     np.int32] * 4 + [np.bool_]
   with pytest.raises(KeyError, match="'S02/T3'"):
     transforms.SelectLabels([0], {'S01/T1': 0}).map(record)
 
