@@ -195,7 +195,8 @@ def normalize(image: np.ndarray, mean: Sequence[float],
     raise ValueError(f'normalize: mean {mean.tolist()} / std {std.tolist()} '
                      f'need one value per channel of an image of shape '
                      f'{image.shape}.')
-  return (image.astype(np.float32) / 255.0 - mean) / std
+  # One multiply-add instead of three passes: x * (1 / (255 std)) - mean / std.
+  return image.astype(np.float32) * (1.0 / (255.0 * std)) - mean / std
 
 
 def to_batchable(element: Mapping[str, Any]) -> Element:
