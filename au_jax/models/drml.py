@@ -85,7 +85,8 @@ class Model(nn.Module):
         dtype=self.dtype, name='region2')(x, train)
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     if self.use_lrn:
-      x = layers.local_response_norm(x, size=5, alpha=1e-4, beta=0.75)
+      x = layers.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75,
+                                   name='pool3_lrn')(x)
     else:
       x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name,
                        dtype=self.dtype, name='pool3_norm')(x)
