@@ -1,0 +1,1 @@
+"""synthetic_au: a seeded, rendered AU dataset (see README.md)."""

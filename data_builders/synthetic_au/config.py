@@ -1,0 +1,74 @@
+"""Sizes of the synthetic_au builder configs.
+
+`tiny` is for tests, `default` is what the main jobs train on (24 subjects,
+three subject-exclusive folds of 8), `multiview` shows the first 12 `default`
+people from 9 head poses (3 yaw x 3 pitch, FERA 2017 style).
+"""
+
+import dataclasses
+
+# Identities are seeded from this and the subject index only, so subject S03
+# is the same person in every config (multiview reuses the default people).
+IDENTITY_SEED = 20170516
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+  """What to render.
+
+  Attributes:
+    name: builder config name.
+    num_subjects: subjects S01..SNN, one split each.
+    videos_per_subject: sequences per subject (like BP4D's tasks).
+    frames_per_video: frames per sequence.
+    image_size: stored square image side in pixels.
+    multiview: render every frame from the 9 `VIEWS` poses (view 1-9);
+      otherwise one near-frontal camera (view 0).
+    seed: seeds the videos (episodes, head motion, nuisances).
+  """
+  name: str
+  num_subjects: int
+  videos_per_subject: int
+  frames_per_video: int
+  image_size: int
+  multiview: bool = False
+  seed: int = 0
+
+  @property
+  def num_views(self) -> int:
+    return len(VIEWS) if self.multiview else 1
+
+  @property
+  def frames_per_subject(self) -> int:
+    return self.videos_per_subject * self.frames_per_video * self.num_views
+
+
+# (yaw, pitch) in degrees of views 1-9: view = 3 * pitch_row + yaw_col + 1,
+# pitch rows top (camera above, face seen from above) to bottom, yaw columns
+# subject's left to right. View 5 is frontal. Our own layout, not FERA 2017's
+# numbering.
+VIEWS = tuple((yaw, pitch) for pitch in (-20.0, 0.0, 20.0)
+              for yaw in (-30.0, 0.0, 30.0))
+FRONTAL_VIEW = 5
+
+CONFIGS = (
+    SynthConfig('tiny', num_subjects=6, videos_per_subject=2,
+                frames_per_video=8, image_size=64, seed=1),
+    SynthConfig('default', num_subjects=24, videos_per_subject=5,
+                frames_per_video=64, image_size=128, seed=2),
+    SynthConfig('multiview', num_subjects=12, videos_per_subject=3,
+                frames_per_video=32, image_size=128, multiview=True, seed=3),
+)
+
+
+def get(name: str) -> SynthConfig:
+  for config in CONFIGS:
+    if config.name == name:
+      return config
+  raise ValueError(f'synthetic_au has no config {name!r}; its configs are '
+                   f'{[c.name for c in CONFIGS]}.')
+
+
+def subject_id(index: int) -> str:
+  """Split name of subject `index` (0-based): 'S01', 'S02', ..."""
+  return f'S{index + 1:02d}'
