@@ -54,9 +54,9 @@ PROTOTYPES = (
 
 # Expected spontaneous (single-AU) episodes per 64 frames, fitted once so the
 # `default` config meets TARGET_RATES (see tests/test_synthetic_au.py).
-SPONTANEOUS_RATE = {1: 0.55, 2: 0.44, 4: 0.25, 6: 0.15, 7: 1.33, 9: 0.06,
-                    10: 1.06, 12: 0.04, 14: 0.49, 15: 0.49, 17: 1.24,
-                    23: 0.74, 24: 0.53, 25: 0.86, 26: 0.19}
+SPONTANEOUS_RATE = {1: 0.55, 2: 0.41, 4: 0.24, 6: 0.13, 7: 1.24, 9: 0.06,
+                    10: 1.02, 12: 0.03, 14: 0.47, 15: 0.4, 17: 1.21,
+                    23: 0.72, 24: 0.48, 25: 0.9, 26: 0.19}
 UNKNOWN_RUN_PROBABILITY = 0.1  # per (video, AU): one run of -1 labels
 
 
@@ -130,8 +130,8 @@ def _spontaneous_episodes(rng, num_frames, intensity):
     i = AU_INDEX[au]
     count = rng.poisson(SPONTANEOUS_RATE[au] * num_frames / 64.0)
     for _ in range(count):
-      onset, apex, offset = (rng.uniform(2, 6), rng.uniform(4, 20),
-                             rng.uniform(2, 6))
+      onset, apex, offset = (rng.uniform(3, 7), rng.uniform(4, 20),
+                             rng.uniform(3, 7))
       start = rng.uniform(-onset - apex / 2, num_frames - onset)
       value = rng.uniform(1.5, 4.5) * envelope(num_frames, start, onset, apex,
                                                offset)

@@ -46,11 +46,11 @@ def _head_motion(rng: np.random.Generator, config: SynthConfig,
   yaw = view[0] + rng.uniform(-3, 3) + episodes.smooth_series(rng, t, 3.0)
   pitch = view[1] + rng.uniform(-3, 3) + episodes.smooth_series(rng, t, 2.5)
   roll = rng.uniform(-3, 3) + episodes.smooth_series(rng, t, 2.5)
-  scale = size * 0.29 * rng.uniform(0.95, 1.05) * (
+  scale = size * 0.35 * rng.uniform(0.95, 1.05) * (
       1.0 + episodes.smooth_series(rng, t, 0.02))
   centre_x = size * (0.5 + rng.uniform(-0.02, 0.02)
                      + episodes.smooth_series(rng, t, 0.012))
-  centre_y = size * (0.47 + rng.uniform(-0.02, 0.02)
+  centre_y = size * (0.45 + rng.uniform(-0.02, 0.02)
                      + episodes.smooth_series(rng, t, 0.012))
   return [face_geometry.Pose(*(float(v[i]) for v in
                                (yaw, pitch, roll, centre_x, centre_y, scale)))
@@ -65,7 +65,7 @@ def _encode_png(image: np.ndarray) -> bytes:
 
 
 def render_subject(config: SynthConfig, subject_index: int,
-                   encode: bool = True) -> list[dict]:
+                   encode: bool = True, images: bool = True) -> list[dict]:
   """All frame records of one subject, in (video, view, frame) order.
 
   Args:
@@ -73,6 +73,8 @@ def render_subject(config: SynthConfig, subject_index: int,
     subject_index: 0-based; the split is `config_lib.subject_id(index)`.
     encode: PNG bytes in 'image' (what the TFDS builder stores); False keeps
       the [S, S, 3] uint8 array.
+    images: False skips drawing ('image' is None; landmarks and labels are
+      the same as with images): for fast label/geometry statistics.
 
   Returns:
     dicts with the fields of `au_jax.records.frame_features` plus 'key'.
@@ -99,12 +101,15 @@ def render_subject(config: SynthConfig, subject_index: int,
                                       timeline.unilateral[frame])
         cues = au_effects.cue_strengths(person, timeline.intensity[frame],
                                         timeline.unilateral[frame])
-        image, points = render.render_frame(
-            person, landmarks, cues, pose, look, frame_rng,
-            config.image_size)
+        if images:
+          image, points = render.render_frame(
+              person, landmarks, cues, pose, look, frame_rng,
+              config.image_size)
+        else:
+          image, points = None, render.image_landmarks(landmarks, pose)
         records.append({
             'key': f'{sequence}_V{view}_{frame:04d}',
-            'image': _encode_png(image) if encode else image,
+            'image': _encode_png(image) if encode and images else image,
             'au_occurrence': timeline.occurrence[frame],
             'au_intensity': timeline.coded[frame],
             'landmarks': points,

@@ -162,7 +162,7 @@ def cue_polylines(landmarks: np.ndarray, cues: dict[str, np.ndarray],
     add(L[lid] + _p(0.0, 0.1, 0.0), cues['lid_bulge'][side] * 0.8)
     cheek = _curve(_p(sign * 0.62, 0.08 - 0.04 * cues['cheek_lift'][side]),
                    _p(sign * 0.32, 0.08), [0, -0.05, 0])
-    add(cheek, cues['cheek_lift'][side] * 0.7, 'light', 0.12)
+    add(cheek, cues['cheek_lift'][side] * 0.35, 'light', 0.12)
     wing, mouth = (31, 48) if side == 0 else (35, 54)
     fold = _curve(L[wing] + _p(sign * 0.05, -0.02, -0.1),
                   L[mouth] + _p(sign * 0.1, 0.12, -0.1), [sign * 0.05, 0, 0])
@@ -253,6 +253,12 @@ def render_frame(identity: geometry.Identity, landmarks: np.ndarray,
                pts[[12]] + [0, pose.scale * 2], pts[[12]]]
   _fill(canvas, neck, skin * 0.8)
   _fill(canvas, np.r_[pts[0:17], head2d], skin)
+  # Where the head is: lit by the Lambert model; the background is not.
+  head_mask = np.zeros(canvas.shape[:2], np.float32)
+  _fill(head_mask, np.r_[pts[[0]] + [0, pose.scale * 0.4], back,
+                         pts[[16]] + [0, pose.scale * 0.4]], (1.0,))
+  _fill(head_mask, neck, (1.0,))
+  _fill(head_mask, np.r_[pts[0:17], head2d], (1.0,))
   _fill(canvas, np.r_[hair2d, head2d[2:-2]], identity.hair)
   # Eyes: sclera, iris clipped to the opening, lid lines.
   for eye in (geometry.LEFT_EYE, geometry.RIGHT_EYE):
@@ -326,6 +332,9 @@ def render_frame(identity: geometry.Identity, landmarks: np.ndarray,
   light = cv2.GaussianBlur(shrink(light), (0, 0), 0.75)
   shade = _shading((pts + 0.5) / SUPERSAMPLE - 0.5,
                    pose.scale / SUPERSAMPLE, image_size, look)
+  on_head = shrink(head_mask)
+  shade = on_head * shade + (1 - on_head) * (look.ambient
+                                             + 0.8 * look.diffuse)
   gain = shade * (1.0 - 0.42 * np.minimum(dark, 1.5))
   image = shrink(canvas).astype(np.float32) * gain[..., None]
   image += (50.0 * np.minimum(light, 1.5) * shade)[..., None]
@@ -339,8 +348,18 @@ def render_frame(identity: geometry.Identity, landmarks: np.ndarray,
   if not ok:
     raise RuntimeError('OpenCV could not JPEG-encode a synthetic frame.')
   image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]
-  landmarks2d = (pts + 0.5) / SUPERSAMPLE - 0.5
-  return np.ascontiguousarray(image), landmarks2d.astype(np.float32)
+  return np.ascontiguousarray(image), to_image_pixels(pts)
+
+
+def to_image_pixels(points: np.ndarray) -> np.ndarray:
+  """Drawing-canvas pixels [N, 2] -> stored-image pixels (area downsample)."""
+  return ((points + 0.5) / SUPERSAMPLE - 0.5).astype(np.float32)
+
+
+def image_landmarks(landmarks: np.ndarray,
+                    pose: geometry.Pose) -> np.ndarray:
+  """[68, 3] canonical -> [68, 2] stored-image pixels, as `render_frame`."""
+  return to_image_pixels(geometry.project(landmarks, pose))
 
 
 def _shading(pts: np.ndarray, scale: float, size: int,
@@ -349,20 +368,17 @@ def _shading(pts: np.ndarray, scale: float, size: int,
 
   pts: [68, 2] landmarks and scale (pixels per canonical unit) at size S.
   """
-  centre = pts[[27, 8, 0, 16]].mean(0)
+  # Points no AU moves, so expressions do not change the lighting.
+  centre = pts[[0, 16, 27, 30]].mean(0) + [0.0, 0.2 * scale]
   yy, xx = _grid(size)
   nx = (xx - centre[0]) / (1.1 * scale)
   ny = (yy - centre[1]) / (1.4 * scale)
-  radius = np.sqrt(nx * nx + ny * ny)
-  norm = np.maximum(radius, 1.0)
+  norm = np.maximum(np.sqrt(nx * nx + ny * ny), 1.0)
   nx, ny = nx / norm, ny / norm
   nz = np.sqrt(np.maximum(0.0, 1.0 - nx * nx - ny * ny))
   lambert = np.maximum(0.0, nx * look.light[0] + ny * look.light[1]
                        + nz * look.light[2])
-  face = look.ambient + look.diffuse * lambert
-  # The background is lit evenly; blend across the head's rim.
-  rim = np.clip((1.15 - radius) / 0.2, 0.0, 1.0)
-  return rim * face + (1 - rim) * (look.ambient + 0.8 * look.diffuse)
+  return look.ambient + look.diffuse * lambert
 
 
 @functools.lru_cache(maxsize=4)
