@@ -8,6 +8,8 @@ Hyper-parameters live in the config file; override any field with
 `--config.<field>=<value>` (unknown fields are an error).
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -36,6 +38,20 @@ def main(argv):
   train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a one-line error for unknown config fields."""
+  try:
+    return FLAGS(argv)
+  except (KeyError, AttributeError) as error:
+    overrides = [a for a in argv[1:] if a.startswith('--config.')]
+    field = str(error.args[0] if error.args else error).strip('\'"')
+    sys.exit(f'Error: unknown config field {field!r} in {overrides}. Fields '
+             'are those of the config file (see its get_config); overrides '
+             'cannot add new ones.')
+  except flags.Error as error:
+    sys.exit(f'Error: {error}\nPass --helpfull to see the flags.')
+
+
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs in a fresh process: the host device count is fixed at JAX start-up.
 _SCRIPT = textwrap.dedent("""
     import functools
-    import jax, numpy as np
+    import flax.jax_utils, jax, numpy as np
     jax.config.update('jax_disable_most_optimizations', True)
     from au_jax import models, parallel, train
     from configs import drml
@@ -34,11 +34,9 @@ _SCRIPT = textwrap.dedent("""
     for devices in (jax.devices()[:1], jax.devices()):
       n = len(devices)
       p_step = jax.pmap(step, axis_name=parallel.AXIS_NAME, devices=devices)
-      p_state = jax.device_put_replicated(state, devices) if hasattr(
-          jax, 'device_put_replicated') else jax.tree_util.tree_map(
-              lambda x: jax.device_put_sharded([x] * n, devices), state)
+      p_state = flax.jax_utils.replicate(state, devices)
       sharded = {k: v.reshape((n, -1) + v.shape[1:]) for k, v in batch.items()}
-      p_rng = jax.device_put_sharded([jax.random.key(1)] * n, devices)
+      p_rng = flax.jax_utils.replicate(jax.random.key(1), devices)
       new_state, metrics = p_step(p_state, sharded, p_rng)
       results.append(jax.device_get(jax.tree_util.tree_map(
           lambda x: x[0], (new_state.params, new_state.batch_stats,
