@@ -195,13 +195,11 @@ def split_generators(
     return {split: _in_process(split_jobs, process_job, options, encoding,
                                stats) for split, split_jobs in jobs.items()}
   scratch = tempfile.mkdtemp(prefix=f'.{name}_frames_', dir=scratch_root)
-  # fork where available: spawn re-imports the caller's main module, which
-  # re-runs an unguarded script (and is slower to start). Workers only run
-  # OpenCV and pickle, so locks held by the parent's other threads are
-  # never taken in a child.
-  method = ('fork' if 'fork' in multiprocessing.get_all_start_methods()
-            else 'spawn')
-  pool = multiprocessing.get_context(method).Pool(workers)
+  # spawn, not fork: a forked child inherits OpenCV's thread pool in a
+  # broken state once the parent has run cv2 (seen: Haar detection hangs
+  # in every worker). Spawn re-imports the caller's main module, so a
+  # calling script needs the usual `if __name__ == '__main__':` guard.
+  pool = multiprocessing.get_context('spawn').Pool(workers)
   pending = {
       split: (pool.apply_async(_write_jobs, (
           process_job, split_jobs, options, encoding,
