@@ -98,7 +98,7 @@ def test_bp4d_labels_codes_and_frame_names(built):
 
 def test_disfa_intensity_threshold_and_pairing(built):
   rows = built['disfa']
-  assert sorted(rows) == ['SN001', 'SN002']
+  assert sorted(rows) == ['SN001', 'SN003']
   for subject, subject_rows in rows.items():
     check_common(subject_rows, 12)
     assert len(subject_rows) == 6  # Every video frame is kept.
@@ -115,9 +115,9 @@ def test_disfa_intensity_threshold_and_pairing(built):
       assert row['au_intensity'].tolist() == intensity, (subject, i)
       assert row['au_occurrence'].tolist() == occurrence, (subject, i)
       assert row['frame_index'] == i + 1
-  sn001, sn002 = rows['SN001'], rows['SN002']
-  assert (sn002[5]['au_occurrence'] == -1).all()  # No label line 6.
-  assert sn002[4]['au_occurrence'][-1] == -1  # AU26 file has 4 lines.
+  sn001, sn003 = rows['SN001'], rows['SN003']
+  assert (sn003[5]['au_occurrence'] == -1).all()  # No label line 6.
+  assert sn003[4]['au_occurrence'][-1] == -1  # AU26 file has 4 lines.
   assert [bool(r['face_found']) for r in sn001] == [
       True, True, True, False, True, True]
   # Landmarks from frame_lm/l000<i>_lm.mat for frames 1, 2, 3, 5 only,
@@ -154,7 +154,7 @@ def test_unbc_facs_files(built):
 
 def test_fera2017_one_label_file_for_nine_views(built):
   rows = built['fera2017']
-  assert sorted(rows) == ['F001', 'F002', 'VA_F007']
+  assert sorted(rows) == ['F001', 'M009', 'VA_F007']
   for split, subject_rows in rows.items():
     check_common(subject_rows, 10)
     by_frame = {}
@@ -173,8 +173,8 @@ def test_fera2017_one_label_file_for_nine_views(built):
   assert f001[0]['au_intensity'][aus.index(4)] == (1 + 4) % 6
   assert f001[1]['au_intensity'][aus.index(4)] == -1
   assert f001[0]['au_intensity'][aus.index(7)] == -1  # No AU7 intensity.
-  f002 = [r for r in rows['F002'] if r['view'] == 3]
-  assert (f002[2]['au_occurrence'] == -1).all()  # Third frame unlabelled.
+  m009 = [r for r in rows['M009'] if r['view'] == 3]
+  assert (m009[2]['au_occurrence'] == -1).all()  # Third frame unlabelled.
   blank = [r for r in rows['F001'] if r['view'] == 5 and r['frame_index'] == 2]
   assert not blank[0]['face_found']
   assert sum(not r['face_found'] for r in rows['F001']) == 1
@@ -211,10 +211,10 @@ def test_sequences_2d3d_folder_variant(tmp_path):
 
 @pytest.mark.parametrize('name, remove', [
     ('bp4d', 'Sequences/M009/T1'),
-    ('disfa', 'ActionUnit_Labels/SN002/SN002_au9.txt'),
+    ('disfa', 'ActionUnit_Labels/SN003/SN003_au9.txt'),
     ('disfa', 'Video_LeftCamera/LeftVideoSN001_comp.avi'),
     ('unbc_mcmaster', 'Frame_Labels/FACS/109-ib109/ib109t1aeaff/'
-     'ib109t1aeaff002_facs.txt'),
+     'ib109t1aeafm009_facs.txt'),
     ('fera2017', 'FERA17_Valid_MV/FERA17_VA_F007_T2_4.mp4'),
 ])
 def test_missing_file_error_names_it(tmp_path, name, remove):

@@ -3,7 +3,7 @@ r"""Writes disfa/dummy_data/: a miniature DISFA release in the real format.
   PYTHONPATH=. python data_builders/disfa/make_dummy_data.py
 
 SN001: a 6-frame left-camera video (frame 4 blank), 6 label lines per AU,
-66-point .mat landmarks for frames 1-3 and 5. SN002: a 6-frame video but 5
+66-point .mat landmarks for frames 1-3 and 5. SN003: a 6-frame video but 5
 label lines (frame 6 unlabelled) and a 4-line AU26 file; no landmarks.
 """
 
@@ -28,7 +28,7 @@ def intensity(subject_index: int, line: int, au_index: int) -> int:
 def main() -> None:
   root = os.path.join(HERE, 'dummy_data')
   os.makedirs(os.path.join(root, 'Video_LeftCamera'), exist_ok=True)
-  for s, (subject, lines) in enumerate((('SN001', 6), ('SN002', 5))):
+  for s, (subject, lines) in enumerate((('SN001', 6), ('SN003', 5))):
     writer = cv2.VideoWriter(
         os.path.join(root, 'Video_LeftCamera', f'LeftVideo{subject}_comp.avi'),
         cv2.VideoWriter_fourcc(*'XVID'), 20, SIZE)
@@ -48,7 +48,7 @@ def main() -> None:
     label_folder = os.path.join(root, 'ActionUnit_Labels', subject)
     os.makedirs(label_folder, exist_ok=True)
     for a, au in enumerate(AUS):
-      count = 4 if (subject, au) == ('SN002', 26) else lines
+      count = 4 if (subject, au) == ('SN003', 26) else lines
       with open(os.path.join(label_folder, f'{subject}_au{au}.txt'), 'w') as f:
         f.writelines(f'{line},{intensity(s, line, a)}\n'
                      for line in range(1, count + 1))

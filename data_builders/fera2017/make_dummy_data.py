@@ -3,7 +3,7 @@ r"""Writes fera2017/dummy_data/: a miniature FERA 2017 release.
   PYTHONPATH=. python data_builders/fera2017/make_dummy_data.py
 
 Training: F001 T1 (3 frames; view 5's second frame blank; intensity files)
-and F002 T6 (3 frames, 2 label rows: the third frame is unlabelled).
+and M009 T6 (3 frames, 2 label rows: the third frame is unlabelled).
 Validation: F007 T2 (2 frames). Every sequence has 9 view videos (mp4v) that
 share one label file; a view is simulated by shifting and scaling the face.
 """
@@ -20,7 +20,7 @@ SIZE = (128, 112)
 # (partition, subject, task) -> (frames in video, label rows as AU->1 sets).
 SEQUENCES = {
     ('TR', 'F001', 'T1'): (3, [{1, 12}, {4, 23, 9}, {6, 7, 10}]),
-    ('TR', 'F002', 'T6'): (3, [{14, 15}, {17}]),
+    ('TR', 'M009', 'T6'): (3, [{14, 15}, {17}]),
     ('VA', 'F007', 'T2'): (2, [{1, 4}, {12}]),
 }
 FOLDERS = {'TR': ('FERA17_Train_MV', 'Train_Occ', 'Train_Int'),
