@@ -214,7 +214,7 @@ def test_sequences_2d3d_folder_variant(tmp_path):
     ('disfa', 'ActionUnit_Labels/SN003/SN003_au9.txt'),
     ('disfa', 'Video_LeftCamera/LeftVideoSN001_comp.avi'),
     ('unbc_mcmaster', 'Frame_Labels/FACS/109-ib109/ib109t1aeaff/'
-     'ib109t1aeafm009_facs.txt'),
+     'ib109t1aeaff002_facs.txt'),
     ('fera2017', 'FERA17_Valid_MV/FERA17_VA_F007_T2_4.mp4'),
 ])
 def test_missing_file_error_names_it(tmp_path, name, remove):
