@@ -46,10 +46,11 @@ def _motion_table() -> np.ndarray:
   move(7, [40, 41, 46, 47], dy=-0.045); move(7, [37, 38, 43, 44], dy=0.015)
   # AU9 nose wrinkler: nostril wings and upper lip up.
   move(9, [31, 35], dy=-0.05); move(9, [32, 33, 34], dy=-0.035)
-  move(9, [28, 29], dy=-0.015); move(9, [50, 51, 52, 61, 62, 63], dy=-0.02)
+  move(9, [28, 29], dy=-0.015); move(9, [50, 51, 52], dy=-0.02)
   move(9, [21, 22], dy=0.02)
   # AU10 upper lip raiser: upper lip up (centre most), slightly angled.
-  move(10, [50, 51, 52, 61, 62, 63], dy=-0.075)
+  # The inner lip rises less, so 10 alone barely parts the lips (that is 25).
+  move(10, [50, 51, 52], dy=-0.075); move(10, [61, 62, 63], dy=-0.025)
   move(10, [49, 53], dy=-0.05); move(10, [31, 32, 33, 34, 35], dy=-0.015)
   # AU12 lip corner puller: corners up and out, cheeks lift.
   move(12, [48, 54, 60, 64], dx=-0.07, dy=-0.085)
@@ -65,8 +66,8 @@ def _motion_table() -> np.ndarray:
   move(17, [56, 57, 58], dy=-0.06); move(17, [65, 66, 67], dy=-0.03)
   move(17, [7, 8, 9], dy=-0.04); move(17, [55, 59], dy=-0.03)
   # AU23 lip tightener: red parts thinner, mouth narrower.
-  move(23, [49, 50, 51, 52, 53], dy=0.035); move(23, [55, 56, 57, 58, 59],
-                                                    dy=-0.04)
+  move(23, [49, 50, 51, 52, 53], dy=0.045); move(23, [55, 56, 57, 58, 59],
+                                                    dy=-0.05)
   move(23, [48, 54, 60, 64], dx=0.03)
   # AU24 lip pressor: lips pressed together and flattened.
   move(24, [50, 51, 52], dy=0.025); move(24, [56, 57, 58], dy=-0.035)
@@ -148,6 +149,6 @@ def cue_strengths(identity: face_geometry.Identity, intensity: np.ndarray,
       'dimple': identity.rest_dimple + 1.0 * a[14],
       'corner_lines': identity.rest_corner_lines + 1.0 * a[15],
       'chin_texture': 1.0 * a[17],
-      'lip_ridges': 1.0 * a[23],
-      'lip_bulge': 1.0 * a[24],
+      'lip_ridges': 1.3 * a[23],
+      'lip_bulge': 1.3 * a[24],
   }

@@ -97,7 +97,7 @@ def draw(out: str, subjects=(0, 1, 2, 3, 4, 5), strip_subject: int = 6,
                   ' bottom: a default video, every 4th frame, AUs present',
                   fontsize=10)
   figure.tight_layout()
-  figure.savefig(out, dpi=80)
+  figure.savefig(out, dpi=64)
   plt.close(figure)
   return out
 

@@ -188,7 +188,7 @@ def cue_polylines(landmarks: np.ndarray, cues: dict[str, np.ndarray],
     outward = L[p, :2] - L[[51, 57]].mean(0)[:2]
     outward = np.r_[outward / (np.linalg.norm(outward) + 1e-6), 0.0]
     add(np.stack([L[p] + 0.01 * outward, L[p] + 0.07 * outward]), ridges,
-        thickness=0.015)
+        thickness=0.02)
   bulge = cues['lip_bulge'].mean()
   add(_curve(L[49] + _p(0, -0.04, 0), L[53] + _p(0, -0.04, 0), [0, -0.04, 0]),
       bulge, 'light', 0.04)
@@ -301,7 +301,7 @@ def render_frame(identity: geometry.Identity, landmarks: np.ndarray,
   _fill(canvas, pts[48:60], identity.lips)
   inner = pts[60:68]
   gap = np.linalg.norm(pts[66] - pts[62]) / pose.scale
-  if gap > 0.015:
+  if gap > 0.02:
     _fill_clipped(canvas, inner, inner, (45, 20, 22))
     teeth = np.r_[pts[60:65], pts[64:59:-1] + [0, 0.07 * pose.scale]]
     _fill_clipped(canvas, inner, teeth, (215, 210, 195))
@@ -335,7 +335,7 @@ def render_frame(identity: geometry.Identity, landmarks: np.ndarray,
   on_head = shrink(head_mask)
   shade = on_head * shade + (1 - on_head) * (look.ambient
                                              + 0.8 * look.diffuse)
-  gain = shade * (1.0 - 0.42 * np.minimum(dark, 1.5))
+  gain = shade * (1.0 - 0.5 * np.minimum(dark, 1.5))
   image = shrink(canvas).astype(np.float32) * gain[..., None]
   image += (50.0 * np.minimum(light, 1.5) * shade)[..., None]
   image *= look.cast
