@@ -17,6 +17,7 @@ import numpy as np
 
 from au_jax import aus
 from au_jax import prepare
+from data_builders.synthetic_au import episodes
 from data_builders.synthetic_au import generate
 
 
@@ -77,7 +78,6 @@ def load(config: str, data_dir: str, split: str | None = None,
 
 def rates_table(occurrence: np.ndarray) -> str:
   """Markdown: AU, base rate, BP4D target, unknown share, all-positive F1."""
-  from data_builders.synthetic_au import episodes  # pylint: disable=g-import-not-at-top
   stats = generate.label_statistics(occurrence)
   lines = ['| AU | base rate | target | unknown | all-positive F1 |',
            '|---|---|---|---|---|']

@@ -1,11 +1,12 @@
-"""Builder test for synthetic_au (`tiny` config).
+r"""Builder test for synthetic_au (`tiny` config).
 
 tfds.testing.DatasetBuilderTestCase imports TensorFlow, which au_jax does not
 need, so this is a plain pytest that builds `tiny` (no dummy data: the
 builder renders its own) through `au_jax.prepare.get_builder` into a temporary
 folder and checks the splits.
 
-  PYTHONPATH=. python -m pytest data_builders/synthetic_au/synthetic_au_dataset_builder_test.py
+  PYTHONPATH=. python -m pytest \
+      data_builders/synthetic_au/synthetic_au_dataset_builder_test.py
 """
 
 import numpy as np
