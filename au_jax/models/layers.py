@@ -28,10 +28,24 @@ caffe_xavier = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 region_kernel_init = nn.initializers.variance_scaling(
     1.0, 'fan_in', 'uniform', batch_axis=(0, 1))
 
-# Per-patch 3x3 convolution formulations. Measured on the shared 2-core CPU,
-# DRML region layer alone at 160x160x32, batch 16, forward + backward (see
-# benchmarks/region_layer.py for the command and figures). 'unrolled' is the
-# default because it was fastest there.
+# Per-patch 3x3 convolution formulations (same parameters, same outputs).
+# Region layer alone, forward + backward (grads w.r.t. params and input, BN
+# in train mode), batch 16, 160x160x32, 8x8 grid, XLA:CPU on the shared
+# 2-core machine, 2026-11-21, load average 4-5 from other jobs, so noisy
+# (best of 5 windows of 3 calls; grouped: one call):
+#   PYTHONPATH=. python benchmarks/region_layer.py --repeats=5
+#   PYTHONPATH=. python benchmarks/region_layer.py --implementations=grouped \
+#       --repeats=1 --steps=1
+#   implementation  compile s  ms/call  img/s
+#   unrolled             12.8      510   31.4
+#   einsum                1.7     1242   12.9
+#   shifted               1.8     1184   13.5
+#   grouped               0.7   236096    0.07
+# 'unrolled' (64 convs) is the default: fastest here, at the price of the
+# longest compile. A lax.map over the 64 patches compiled in 1 s but ran
+# ~20x slower than 'unrolled' (10.6 s), so it is not offered. On GPUs the
+# ranking may differ (cuDNN has fast grouped convs): measure with
+# benchmarks/drml_throughput.py --implementation=...
 IMPLEMENTATIONS = ('unrolled', 'einsum', 'shifted', 'grouped')
 
 
