@@ -121,7 +121,7 @@ def cue_polylines(landmarks: np.ndarray, cues: dict[str, np.ndarray],
     list of (points [n, 3] canonical, layer 'dark'|'light', value,
     thickness in canonical units).
   """
-  L = landmarks
+  lm = landmarks
   strokes = []
 
   def add(points, value, layer='dark', thickness=0.022):
@@ -129,7 +129,7 @@ def cue_polylines(landmarks: np.ndarray, cues: dict[str, np.ndarray],
       strokes.append((points, layer, float(value), thickness))
 
   top = identity.forehead_top + 0.1
-  inner_y = min(L[21, 1], L[22, 1])
+  inner_y = min(lm[21, 1], lm[22, 1])
   for k in range(3):
     y = inner_y - 0.14 - 0.085 * k
     if y > top:
@@ -137,12 +137,12 @@ def cue_polylines(landmarks: np.ndarray, cues: dict[str, np.ndarray],
           cues['forehead_centre'].mean() * (1 - 0.2 * k))
     for side, brow in ((0, 18), (1, 25)):
       sign = -1.0 if side == 0 else 1.0
-      y = L[brow, 1] - 0.13 - 0.085 * k
+      y = lm[brow, 1] - 0.13 - 0.085 * k
       if y > top:
         add(_curve(_p(sign * 0.8, y + 0.04), _p(sign * 0.36, y),
                    [0, -0.04, 0]), cues['forehead_lateral'][side]
             * (1 - 0.2 * k))
-  mid_x = (L[21, 0] + L[22, 0]) / 2
+  mid_x = (lm[21, 0] + lm[22, 0]) / 2
   glabella = cues['glabella'].mean()
   for sign in (-1.0, 1.0):
     x = mid_x + sign * 0.05
@@ -152,49 +152,49 @@ def cue_polylines(landmarks: np.ndarray, cues: dict[str, np.ndarray],
   for side, (corner, lid) in enumerate(((36, [36, 41, 40, 39]),
                                         (45, [42, 47, 46, 45]))):
     sign = -1.0 if side == 0 else 1.0
-    start = L[corner] + _p(sign * 0.05, 0.0, 0.0)
+    start = lm[corner] + _p(sign * 0.05, 0.0, 0.0)
     for angle in (-0.45, 0.0, 0.45):
       direction = np.array([sign * np.cos(angle), np.sin(angle), 0.0])
       add(np.stack([start, start + 0.13 * direction]),
           cues['crow'][side] * (0.8 if angle else 1.0))
-    lower = L[lid] + _p(0.0, 0.05, 0.0)
+    lower = lm[lid] + _p(0.0, 0.05, 0.0)
     add(lower, cues['lid_bulge'][side], 'light', 0.03)
-    add(L[lid] + _p(0.0, 0.1, 0.0), cues['lid_bulge'][side] * 0.8)
+    add(lm[lid] + _p(0.0, 0.1, 0.0), cues['lid_bulge'][side] * 0.8)
     cheek = _curve(_p(sign * 0.62, 0.08 - 0.04 * cues['cheek_lift'][side]),
                    _p(sign * 0.32, 0.08), [0, -0.05, 0])
     add(cheek, cues['cheek_lift'][side] * 0.35, 'light', 0.12)
     wing, mouth = (31, 48) if side == 0 else (35, 54)
-    fold = _curve(L[wing] + _p(sign * 0.05, -0.02, -0.1),
-                  L[mouth] + _p(sign * 0.1, 0.12, -0.1), [sign * 0.05, 0, 0])
+    fold = _curve(lm[wing] + _p(sign * 0.05, -0.02, -0.1),
+                  lm[mouth] + _p(sign * 0.1, 0.12, -0.1), [sign * 0.05, 0, 0])
     add(fold, cues['nasolabial'][side], thickness=0.03)
-    add(np.stack([L[mouth] + _p(sign * 0.06, -0.04, 0),
-                  L[mouth] + _p(sign * 0.07, 0.04, 0)]),
+    add(np.stack([lm[mouth] + _p(sign * 0.06, -0.04, 0),
+                  lm[mouth] + _p(sign * 0.07, 0.04, 0)]),
         cues['dimple'][side], thickness=0.03)
-    add(np.stack([L[mouth] + _p(sign * 0.01, 0.03, 0),
-                  L[mouth] + _p(sign * 0.06, 0.15, 0)]),
+    add(np.stack([lm[mouth] + _p(sign * 0.01, 0.03, 0),
+                  lm[mouth] + _p(sign * 0.06, 0.15, 0)]),
         cues['corner_lines'][side])
   nose = cues['nose_wrinkle'].mean()
   for k in range(3):
-    y = L[27, 1] + 0.03 + 0.05 * k
+    y = lm[27, 1] + 0.03 + 0.05 * k
     add(_curve(_p(-0.09, y, 0.3), _p(0.09, y, 0.3), [0, -0.015, 0]), nose)
   for sign in (-1.0, 1.0):
-    add(np.stack([_p(sign * 0.08, L[28, 1], 0.3),
-                  _p(sign * 0.17, L[29, 1] + 0.03, 0.25)]), nose * 0.8)
+    add(np.stack([_p(sign * 0.08, lm[28, 1], 0.3),
+                  _p(sign * 0.17, lm[29, 1] + 0.03, 0.25)]), nose * 0.8)
   chin = cues['chin_texture'].mean()
-  add(_curve(L[57] + _p(-0.14, 0.07, -0.05), L[57] + _p(0.14, 0.07, -0.05),
+  add(_curve(lm[57] + _p(-0.14, 0.07, -0.05), lm[57] + _p(0.14, 0.07, -0.05),
              [0, 0.025, 0]), 0.15 + 0.6 * chin, thickness=0.03)
   ridges = cues['lip_ridges'].mean()
   for p in (49, 50, 52, 53, 55, 56, 58, 59):
-    outward = L[p, :2] - L[[51, 57]].mean(0)[:2]
+    outward = lm[p, :2] - lm[[51, 57]].mean(0)[:2]
     outward = np.r_[outward / (np.linalg.norm(outward) + 1e-6), 0.0]
-    add(np.stack([L[p] + 0.01 * outward, L[p] + 0.07 * outward]), ridges,
+    add(np.stack([lm[p] + 0.01 * outward, lm[p] + 0.07 * outward]), ridges,
         thickness=0.02)
   bulge = cues['lip_bulge'].mean()
-  add(_curve(L[49] + _p(0, -0.04, 0), L[53] + _p(0, -0.04, 0), [0, -0.04, 0]),
+  add(_curve(lm[49] + _p(0, -0.04, 0), lm[53] + _p(0, -0.04, 0), [0, -0.04, 0]),
       bulge, 'light', 0.04)
-  add(_curve(L[49] + _p(0, -0.085, 0), L[53] + _p(0, -0.085, 0),
+  add(_curve(lm[49] + _p(0, -0.085, 0), lm[53] + _p(0, -0.085, 0),
              [0, -0.04, 0]), bulge * 0.7)
-  add(_curve(L[59] + _p(0, 0.04, 0), L[55] + _p(0, 0.04, 0), [0, 0.04, 0]),
+  add(_curve(lm[59] + _p(0, 0.04, 0), lm[55] + _p(0, 0.04, 0), [0, 0.04, 0]),
       bulge, 'light', 0.04)
   return strokes
 
@@ -285,10 +285,8 @@ def render_frame(identity: geometry.Identity, landmarks: np.ndarray,
     band = np.r_[pts[brow] - [0, 1] * half, (pts[brow] + [0, 1] * half)[::-1]]
     _fill(canvas, band, identity.brows)
   # Nose: bridge sides, nostril wings and nostrils.
-  for side in ((28, 29, 31), (28, 29, 35)):
-    sign = -1 if side[-1] == 31 else 1
-    offset = [sign * 0.07 * pose.scale, 0]
-    _line(canvas, pts[list(side[:2])] + offset, skin * 0.85,
+  for sign in (-1.0, 1.0):  # bridge sides
+    _line(canvas, pts[[28, 29]] + [sign * 0.07 * pose.scale, 0], skin * 0.85,
           0.02 * pose.scale)
   _line(canvas, pts[31:36], skin * 0.6, 0.018 * pose.scale)
   for a, b in ((31, 32), (34, 35)):
