@@ -130,7 +130,7 @@ def test_unbc_facs_and_points_files(tmp_path):
   full = tmp_path / 'b_facs.txt'
   full.write_text('   4.0000000e+00   3.0000000e+00   0.0000000e+00   0.0e+00\n'
                   '   4.3000000e+01   0.0000000e+00   0.0000000e+00   0.0e+00\n'
-                  '   1.0000000e+00   2.0000000e+00   0.0000000e+00   0.0e+00\n')
+                  '   1.0000000e+00   2.0000000e+00   0.0000000e+00 0.0e+00\n')
   occurrence, intensity, ignored = labels.read_unbc_facs(str(full), (4, 43))
   assert occurrence.tolist() == [1, 1] and intensity.tolist() == [3, 0]
   assert ignored == [1]
