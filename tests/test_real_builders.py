@@ -282,3 +282,27 @@ def test_drml_trains_and_evaluates_on_dummy_data(name, tmp_path, monkeypatch):
   assert table is not None
   results = tmp_path / 'work' / name / 'drml' / 'results.json'
   assert results.exists()
+
+
+def test_beam_build_matches_in_process(built, tmp_path):
+  """Runs only where apache-beam is installed (it is optional)."""
+  beam = pytest.importorskip('apache_beam')
+  builder = prepare.get_builder('bp4d', 'tiny', str(tmp_path))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=dummy_dir('bp4d'),
+      beam_runner=beam.runners.DirectRunner()))
+  rows = records(builder)
+  for split, split_rows in built['bp4d'].items():
+    assert sorted((r['sequence'], int(r['frame_index'])) for r in rows[split]
+                  ) == sorted((r['sequence'], int(r['frame_index']))
+                              for r in split_rows)
+
+
+def test_failed_parallel_build_leaves_no_scratch(tmp_path):
+  root = tmp_path / 'bp4d'
+  shutil.copytree(dummy_dir('bp4d'), root)
+  (root / 'Sequences' / 'M009' / 'T1' / '002.jpg').write_bytes(b'not a jpeg')
+  out = tmp_path / 'out'
+  with pytest.raises(ValueError, match='002.jpg'):
+    build('bp4d', 'tiny', str(out), manual_dir=str(root), workers='2')
+  assert not [p for p in out.iterdir() if p.name.startswith('.bp4d_frames')]

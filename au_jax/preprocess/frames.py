@@ -207,8 +207,8 @@ def split_generators(
               os.path.join(scratch, f'{split}.pkl'))
       for split, split_jobs in jobs.items()}
   last = list(jobs)[-1]
-  return {split: _from_worker(result, path, stats, pool if split == last
-                              else None, scratch)
+  return {split: _from_worker(result, path, stats, pool, scratch,
+                              split == last)
           for split, (result, path) in pending.items()}
 
 
@@ -241,7 +241,7 @@ def _write_jobs(process_job, jobs, options, encoding, path):
   return counts
 
 
-def _from_worker(result, path, stats, pool, scratch):
+def _from_worker(result, path, stats, pool, scratch, is_last):
   try:
     counts = result.get()  # Re-raises a worker's error (e.g. a bad file).
     with open(path, 'rb') as f:
@@ -254,11 +254,15 @@ def _from_worker(result, path, stats, pool, scratch):
         yield key, example
     os.remove(path)
     stats.split_done(counts)
-  finally:
-    if pool is not None:  # The last split closes the pool and scratch.
-      pool.close()
-      pool.join()
-      shutil.rmtree(scratch, ignore_errors=True)
+  except BaseException:
+    # A failed build stops every worker and leaves no scratch files behind.
+    pool.terminate()
+    shutil.rmtree(scratch, ignore_errors=True)
+    raise
+  if is_last:
+    pool.close()
+    pool.join()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _beam_process(job, process_job, options, encoding):
