@@ -42,6 +42,9 @@ class FaceOptions:
       before Haar detection (coordinates are mapped back).
     min_face_fraction: smallest face side Haar searches for, as a share of
       the scaled frame's shorter side.
+    scale_factor: Haar pyramid step. 1.2 halves detection time (measured
+      ~70 -> ~40 ms on a 1392x1040 frame here, noisy shared CPU) at a
+      coarser box; 1.1 is OpenCV's usual value.
     eye_distance: aligned mode, eye-centre distance as a share of S.
     eye_height: aligned mode, height of the eye midpoint as a share of S.
   """
@@ -50,6 +53,7 @@ class FaceOptions:
   margin: float = 0.2
   detect_max_side: int = 480
   min_face_fraction: float = 0.15
+  scale_factor: float = 1.1
   eye_distance: float = 0.3
   eye_height: float = 0.4
 
@@ -100,13 +104,15 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 
 def detect_face(image: np.ndarray, max_side: int = 480,
-                min_face_fraction: float = 0.15) -> np.ndarray | None:
+                min_face_fraction: float = 0.15,
+                scale_factor: float = 1.1) -> np.ndarray | None:
   """The largest Haar frontal face in `image`.
 
   Args:
     image: [H, W, 3] (BGR or RGB: Haar uses grey levels) or [H, W] uint8.
     max_side: detection runs on a copy scaled to this longer side.
     min_face_fraction: smallest face side as a share of the shorter side.
+    scale_factor: Haar pyramid step.
 
   Returns:
     [4] float64 box (x, y, w, h) in `image` pixels, or None.
@@ -118,7 +124,8 @@ def detect_face(image: np.ndarray, max_side: int = 480,
                       interpolation=cv2.INTER_AREA)
   min_side = max(20, int(min_face_fraction * min(gray.shape)))
   boxes = _cascade('haarcascade_frontalface_default.xml').detectMultiScale(
-      gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+      gray, scaleFactor=scale_factor, minNeighbors=5,
+      minSize=(min_side, min_side))
   if len(boxes) == 0:
     return None
   largest = max(boxes, key=lambda b: b[2] * b[3])
@@ -265,7 +272,8 @@ def process_face(image: np.ndarray, landmarks: np.ndarray | None,
   if landmarks is None:
     landmarks = np.full((68, 2), -1, np.float32)
   size = options.image_size
-  box = detect_face(image, options.detect_max_side, options.min_face_fraction)
+  box = detect_face(image, options.detect_max_side, options.min_face_fraction,
+                    options.scale_factor)
   source = 'haar'
   if box is None:
     box = landmark_box(landmarks)
