@@ -16,7 +16,7 @@ module-level `process_job(job, options, encoding, counts)` that yields
 
 At the end of a local build the counts (frames, faces found by Haar, by
 landmarks, not found, not aligned, skipped frames) and each AU's base rate are
-logged and printed; under Beam they are Beam metric counters `au_jax/<name>`.
+printed; under Beam they are Beam metric counters `au_jax/<name>`.
 """
 
 import collections
@@ -30,7 +30,6 @@ import shutil
 import tempfile
 from typing import Any
 
-from absl import logging
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
@@ -141,9 +140,9 @@ class BuildStats:
     self.counts.update(counts)
     self.remaining -= 1
     if self.remaining == 0:
-      summary = self.summary()
-      logging.info('%s', summary)
-      print(summary, flush=True)
+      # Printed like prepare.py's own summary: absl hides INFO logs unless
+      # run under app.run, and under app.run a log line would repeat it.
+      print(self.summary(), flush=True)
 
   def summary(self) -> str:
     c = self.counts
