@@ -29,7 +29,16 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 
 
+class _QuietLibraries(logging.logging.Filter):
+  """Drops orbax's per-save INFO chatter; keeps its warnings and ours."""
+
+  def filter(self, record):
+    return (record.levelno >= logging.logging.WARNING
+            or '/orbax/' not in record.pathname)
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.config is None:
