@@ -113,6 +113,10 @@ def check_fold(fold: int) -> int:
   return int(fold)
 
 
+# Split-name prefix of FERA 2017's challenge-validation subjects.
+FERA_VALIDATION_PREFIX = 'VA_'
+
+
 def round_robin_parts(
     subjects: Sequence[str],
     num_parts: int = NUM_FOLDS) -> tuple[tuple[str, ...], ...]:
@@ -138,6 +142,15 @@ def dataset_parts(dataset: str, available: Sequence[str],
   """
   available = [str(s) for s in available]
   _check_unique(available, f'available subjects of {dataset}')
+  if dataset == 'fera2017':
+    # FERA 2017's validation partition (splits `VA_<id>`, the same people as
+    # BP4D's) is outside the BP4D-part folds: leave it out, logged.
+    held_out = [s for s in available if s.startswith(FERA_VALIDATION_PREFIX)]
+    if held_out:
+      logging.info('fera2017: %d challenge-validation splits (%s...) are not '
+                   'part of the 3-fold protocol.', len(held_out), held_out[0])
+    available = [s for s in available
+                 if not s.startswith(FERA_VALIDATION_PREFIX)]
   if dataset in ROUND_ROBIN:
     return round_robin_parts(available)
   if dataset not in PARTS_OF:

@@ -200,3 +200,10 @@ def test_numpy_fold_numbers():
   assert folds.check_fold(np.int64(2)) == 2
   assert folds.parse_folds(np.array([1, 3]).tolist()) == (1, 3)
   assert folds.parse_folds(np.int32(3)) == (3,)
+
+
+def test_fera2017_challenge_validation_splits_are_left_out():
+  available = ['F001', 'M007', 'M011', 'F007', 'VA_F001', 'VA_M011']
+  subjects = folds.fold_subjects('fera2017', 1, available, strict=False)
+  assert subjects.test == ('F001', 'M007')
+  assert not any(s.startswith('VA_') for s in subjects.all)
