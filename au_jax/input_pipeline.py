@@ -94,6 +94,20 @@ def train_loader(config: ml_collections.ConfigDict, data: FoldData,
       worker_buffer_size=config.get('worker_buffer_size', 2))
 
 
+class _Subset:
+  """Random access to `indices` of a data source."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self._source = source
+    self._indices = [int(i) for i in indices]
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int):
+    return self._source[self._indices[index]]
+
+
 def num_frames(data: FoldData, split: str) -> int:
   subjects = getattr(data.subjects, split)
   return sum(data.builder.info.splits[s].num_examples for s in subjects)
@@ -109,11 +123,11 @@ def eval_batches(config: ml_collections.ConfigDict, data: FoldData,
   """
   subjects = getattr(data.subjects, split)
   source = _source(data.builder, subjects)
-  dataset = grain.MapDataset.source(source)
   if max_frames is not None and max_frames < len(source):
     # An evenly spaced subset (every k-th frame), for quick validation.
     step = len(source) / max_frames
-    dataset = dataset[np.floor(np.arange(max_frames) * step).astype(int)]
+    source = _Subset(source, np.floor(np.arange(max_frames) * step))
+  dataset = grain.MapDataset.source(source)
   for transform in _record_transforms(config, data, train=False):
     dataset = dataset.map(transform)
   dataset = dataset.batch(config.eval_batch_size, drop_remainder=False)
