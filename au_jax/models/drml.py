@@ -21,7 +21,7 @@ for a model trained from scratch this is only a permutation of fc8's rows.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -50,7 +50,7 @@ class Model(nn.Module):
   """
   num_aus: int
   dropout_rate: float = 0.5
-  region_grid: Sequence[int] = (8, 8)
+  region_grid: tuple[int, int] = (8, 8)
   affine_patch_norm: bool = False
   use_lrn: bool = True
   region_implementation: str = 'unrolled'

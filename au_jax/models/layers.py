@@ -11,7 +11,7 @@ same function with the same parameters (kernel [gh, gw, 3, 3, C, C], bias
 `IMPLEMENTATIONS` and `benchmarks/region_layer.py`.
 """
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -144,7 +144,7 @@ class RegionLayer(nn.Module):
     momentum, epsilon: batch-norm running-average momentum and epsilon.
     dtype: compute dtype (parameters stay float32).
   """
-  grid: Sequence[int] = (8, 8)
+  grid: tuple[int, int] = (8, 8)
   implementation: str = 'unrolled'
   affine_norm: bool = False
   axis_name: str | None = None
