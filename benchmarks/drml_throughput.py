@@ -9,8 +9,16 @@ in the authors' solver; one device (jax.devices()[0]), jit.
 
 Prints compile time and images/s (train step: forward + backward + update;
 inference: eval-mode forward) as the best of --repeats windows of --steps
-steps each. Figures measured on the shared 2-core CPU are in the report and
-README (noisy: other jobs share the cores).
+steps each.
+
+Measured 2026-11-21 on the shared 2-core CPU, XLA:CPU, float32, 12 AUs, with
+other engineers' jobs running (load average ~5): noisy, best of 3 windows.
+  170x170, batch 16 (the command above with --repeats=3):
+    unrolled: train 2.8 img/s (5.8 s/step, compile 27 s), inference 6.2 img/s
+    (earlier runs at load 7-8: train 1.6-2.4 img/s, einsum 1.3 img/s)
+  --input_size=90 --batch_size=32 (configs/drml.py CPU job), interleaved:
+    train step unrolled 2.48 s, einsum 2.95 s, shifted 3.11 s per step.
+No GPU was lent to this task, so there are no GPU figures yet.
 """
 
 import time

@@ -83,8 +83,6 @@ def main(argv):
   print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}); '
         f'{mode}, batch {_BATCH.value}, {_SIZE.value}x{_SIZE.value}x'
         f'{_CHANNELS.value}, grid {_GRID.value}x{_GRID.value}')
-  print(f'{"implementation":>14} {"compile s":>10} {"ms/call":>9} '
-        f'{"img/s":>8}')
   implementations = _IMPLEMENTATIONS.value
   if implementations is None:
     implementations = [name for name in layers.IMPLEMENTATIONS
@@ -92,6 +90,8 @@ def main(argv):
     if 'grouped' not in implementations:
       print("(skipping 'grouped' on CPU: ~4 min per call; name it in "
             '--implementations to time it)')
+  print(f'{"implementation":>14} {"compile s":>10} {"ms/call":>9} '
+        f'{"img/s":>8}')
   for implementation in implementations:
     r = benchmark(implementation)
     print(f'{implementation:>14} {r["compile_s"]:10.1f} {r["ms"]:9.1f} '
