@@ -146,7 +146,9 @@ class RegionLayer(nn.Module):
     affine_norm: give the patch batch-norm a learned scale and shift (the
       public ports' variant; the authors' Caffe BN has none).
     axis_name: pmap axis over which batch-norm statistics are averaged.
-    momentum, epsilon: batch-norm running-average momentum and epsilon.
+    momentum, epsilon: batch-norm running-average momentum and epsilon
+      (flax's 0.99; Caffe's BN layer defaults to a 0.999 moving-average
+      fraction, a deviation that only affects the eval-time statistics).
     dtype: compute dtype (parameters stay float32).
   """
   grid: tuple[int, int] = (8, 8)
