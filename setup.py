@@ -36,6 +36,7 @@ setuptools.setup(
     extras_require={
         'gpu': ['jax[cuda12]>=0.7,<0.11'],
         'tf': ['tensorflow>=2.17', 'tensorboard>=2.17'],
-        'dev': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4'],
+        'dev': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4',
+                'scikit-learn>=1.4,<2'],
     },
 )
