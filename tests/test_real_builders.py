@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from au_jax import folds
 from au_jax import prepare
 from data_builders.bp4d import bp4d_dataset_builder as bp4d
 from data_builders.bp4d import make_dummy_data as bp4d_dummy
@@ -240,18 +241,8 @@ def test_manual_instructions_name_every_file():
       assert name in module.Builder.MANUAL_DOWNLOAD_INSTRUCTIONS
 
 
-SLOW = os.environ.get('AU_JAX_SLOW_TESTS') == '1'
-
-
-@pytest.mark.parametrize('name', [
-    'bp4d',
-    pytest.param('disfa', marks=pytest.mark.skipif(
-        not SLOW, reason='~50 s; set AU_JAX_SLOW_TESTS=1')),
-    pytest.param('unbc_mcmaster', marks=pytest.mark.skipif(
-        not SLOW, reason='~50 s; set AU_JAX_SLOW_TESTS=1')),
-    pytest.param('fera2017', marks=pytest.mark.skipif(
-        not SLOW, reason='~50 s; set AU_JAX_SLOW_TESTS=1')),
-])
+@pytest.mark.parametrize('name', ['bp4d', 'disfa', 'unbc_mcmaster',
+                                  'fera2017'])
 def test_drml_trains_and_evaluates_on_dummy_data(name, tmp_path, monkeypatch):
   """Builds the dummy data through the spine and runs tiny DRML fold 1."""
   from absl import flags  # pylint: disable=g-import-not-at-top
@@ -260,28 +251,28 @@ def test_drml_trains_and_evaluates_on_dummy_data(name, tmp_path, monkeypatch):
   from configs import drml  # pylint: disable=g-import-not-at-top
   flags.FLAGS.mark_as_parsed()
   monkeypatch.setenv('AU_JAX_BUILD_WORKERS', '0')
-  manual_dir = dummy_dir(name)
-  if name == 'fera2017':
-    # folds.py maps FERA 2017 onto BP4D's parts and rejects the validation
-    # partition's VA_ splits, so this run uses the training partition only.
-    manual_dir = str(tmp_path / 'fera_train')
-    shutil.copytree(dummy_dir(name), manual_dir, ignore=shutil.ignore_patterns(
-        'FERA17_Valid_MV', 'Valid_Occ', 'Valid_Int'))
   config = drml.get_config('test')
   config.dataset = name
   config.dataset_config = 'tiny'
   config.aus = aus.DISFA_AUS if name == 'disfa' else aus.DATASET_AUS[name]
   config.data_dir = str(tmp_path / 'data')
-  config.manual_dir = manual_dir
+  # FERA 2017's VA_ (challenge-validation) splits stay out of the folds.
+  config.manual_dir = dummy_dir(name)
   config.folds = '1'
   config.num_validation_subjects = 0
   config.strict_folds = False  # Dummy data holds 2-3 of the listed subjects.
   config.batch_size = 2
   config.eval_batch_size = 4
   table = train.train_and_evaluate(config, str(tmp_path / 'work'))
-  assert table is not None
-  results = tmp_path / 'work' / name / 'drml' / 'results.json'
-  assert results.exists()
+  builder = prepare.get_builder(name, 'tiny', config.data_dir)
+  subjects = folds.fold_subjects(name, 1, list(builder.info.splits),
+                                 strict=False)
+  test_frames = sum(builder.info.splits[s].num_examples
+                    for s in subjects.test)
+  fold = table['folds'][1] if 1 in table['folds'] else table['folds']['1']
+  assert fold['num_frames'] == test_frames  # Every test frame once.
+  assert sorted(int(a) for a in table['per_au']) == sorted(config.aus)
+  assert (tmp_path / 'work' / name / 'drml' / 'results.json').exists()
 
 
 def test_beam_build_matches_in_process(built, tmp_path):
