@@ -13,7 +13,7 @@ Variants (`get_config(arg)`):
           faces are resized to 100 and cropped to 90 (not 200/170) so the
           region layer's 8x8 grid holds 10x10 patches of an 80x80 conv1 map,
           and fc8 sees 7x7x16 = 784 inputs instead of 27x27x16 = 11664
-          (12,298,956 parameters); Adam 1e-4 for 400 steps instead of SGD
+          (12,298,956 parameters); Adam 3e-4 for 360 steps instead of SGD
           1e-3 (faster start in a short budget); per-AU thresholds tuned on
           the 2 validation subjects. Layers, region layer and loss are the
           paper's. All 3 folds: --config.folds=1,2,3.
@@ -91,12 +91,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.crop_size = 90
     config.folds = '1'
     config.optimizer = 'adam'
-    config.learning_rate = 1e-4
+    # 200-step pilot runs on fold 1 (validation AUC): 1e-4 67.4, 3e-4 75.2,
+    # 1e-3 68.5.
+    config.learning_rate = 3e-4
     config.tune_thresholds = True
     config.batch_size = 32
-    config.num_train_steps = 400
+    config.num_train_steps = 360
     config.log_every_steps = 10
-    config.eval_every_steps = 200
+    config.eval_every_steps = 180
     config.checkpoint_every_steps = 100
     config.max_validation_frames = 300
   elif arg == 'paper':
