@@ -308,3 +308,56 @@ def require_file(path: str, what: str) -> str:
   if not os.path.exists(path):
     raise FileNotFoundError(f'Missing {what}: {path}')
   return path
+
+
+class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
+                        skip_registration=True):
+  """TFDS plumbing shared by the real-dataset builders.
+
+  A dataset's builder sets DATASET (an aus.DATASET_AUS key), HOMEPAGE and
+  MANUAL_DOWNLOAD_INSTRUCTIONS, and its module defines `list_jobs(root)` and
+  `process_job(...)` (module-level, so worker processes can unpickle them by
+  name), returned by `jobs` and `job_function`.
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First au_jax release.'}
+  BUILDER_CONFIGS = standard_configs()
+  DATASET = ''
+  HOMEPAGE = ''
+
+  def jobs(self, manual_dir: str) -> dict[str, list[Any]]:
+    """{split name: [job, ...]} found under the manual download."""
+    raise NotImplementedError
+
+  def job_function(self) -> ProcessFn:
+    """The module-level function that turns one job into examples."""
+    raise NotImplementedError
+
+  def _aus(self) -> tuple[int, ...]:
+    from au_jax import aus as aus_lib  # pylint: disable=g-import-not-at-top
+    return aus_lib.DATASET_AUS[self.DATASET]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    from au_jax import records  # pylint: disable=g-import-not-at-top
+    config = self.builder_config
+    return self.dataset_info_from_configs(
+        features=records.frame_features(len(self._aus()), config.image_size,
+                                        config.encoding),
+        disable_shuffling=True,  # Keep frame order: flow, smoothing.
+        homepage=self.HOMEPAGE)
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    self._use_beam = wants_beam(download_config)
+    return super()._download_and_prepare(dl_manager, download_config)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    return split_generators(
+        self.DATASET, self._aus(), self.jobs(str(dl_manager.manual_dir)),
+        self.job_function(), self.builder_config,
+        getattr(self, '_use_beam', False), str(self._data_dir_root))
+
+  def _generate_examples(self, jobs: list[Any]):
+    """One subject's examples in this process (TFDS requires the method;
+    `_split_generators` uses the parallel/Beam path above instead)."""
+    yield from examples(jobs, self.job_function(), self.builder_config)

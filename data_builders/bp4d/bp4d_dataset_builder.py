@@ -11,10 +11,8 @@ import collections
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from au_jax import aus as aus_lib
-from au_jax import records
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
 from au_jax.preprocess import video as video_lib
@@ -24,12 +22,12 @@ FRAME_FOLDERS = ('Sequences', 'Sequences_2D+3D')
 LABEL_FOLDER = os.path.join('AUCoding', 'AU_OCC')
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(frames_lib.FaceFramesBuilder):
   """BP4D-Spontaneous face frames with AU occurrence (AUs 1-24, 12 AUs)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First au_jax release.'}
-  BUILDER_CONFIGS = frames_lib.standard_configs()
+  DATASET = 'bp4d'
+  HOMEPAGE = ('https://www.cs.binghamton.edu/~lijun/Research/3DFE/'
+              '3DFE_Analysis.html')
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Request BP4D-Spontaneous from Binghamton University
   (https://www.cs.binghamton.edu/~lijun/Research/3DFE/3DFE_Analysis.html) and
@@ -43,29 +41,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   it. Labelled frames without an image are skipped and counted.
   """
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    config = self.builder_config
-    return self.dataset_info_from_configs(
-        features=records.frame_features(len(AUS), config.image_size,
-                                         config.encoding),
-        disable_shuffling=True,  # Keep frame order: flow, smoothing.
-        homepage='https://www.cs.binghamton.edu/~lijun/Research/3DFE/'
-        '3DFE_Analysis.html')
+  def jobs(self, manual_dir: str) -> dict[str, list[tuple]]:
+    return list_jobs(manual_dir)
 
-  def _download_and_prepare(self, dl_manager, download_config):
-    self._use_beam = frames_lib.wants_beam(download_config)
-    return super()._download_and_prepare(dl_manager, download_config)
-
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    return frames_lib.split_generators(
-        'bp4d', AUS, list_jobs(str(dl_manager.manual_dir)), process_job,
-        self.builder_config, getattr(self, '_use_beam', False),
-        str(self._data_dir_root))
-
-  def _generate_examples(self, jobs: list[tuple]):
-    """One subject's examples in this process (TFDS requires the method;
-    `_split_generators` uses the parallel/Beam `frames_lib` path instead)."""
-    yield from frames_lib.examples(jobs, process_job, self.builder_config)
+  def job_function(self):
+    return process_job
 
 
 def list_jobs(root: str) -> dict[str, list[tuple]]:

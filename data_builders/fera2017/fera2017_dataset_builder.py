@@ -18,10 +18,8 @@ import os
 import re
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from au_jax import aus as aus_lib
-from au_jax import records
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
 from au_jax.preprocess import video as video_lib
@@ -37,12 +35,11 @@ PARTITIONS = {
 _LABEL_NAME = re.compile(r'^FERA17_(TR|VA)_([A-Za-z0-9]+)_([A-Za-z0-9]+)\.csv$')
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(frames_lib.FaceFramesBuilder):
   """FERA 2017 multi-view frames with AU occurrence (10 AUs), view 1-9."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First au_jax release.'}
-  BUILDER_CONFIGS = frames_lib.standard_configs()
+  DATASET = 'fera2017'
+  HOMEPAGE = 'https://sspnet.eu/fera2017/'
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Request the FERA 2017 challenge data (https://sspnet.eu/fera2017/; BP4D
   licence needed) and point --manual_dir at the folder that holds:
@@ -56,28 +53,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   it.
   """
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    config = self.builder_config
-    return self.dataset_info_from_configs(
-        features=records.frame_features(len(AUS), config.image_size,
-                                         config.encoding),
-        disable_shuffling=True,  # Keep frame order: flow, smoothing.
-        homepage='https://sspnet.eu/fera2017/')
+  def jobs(self, manual_dir: str) -> dict[str, list[tuple]]:
+    return list_jobs(manual_dir)
 
-  def _download_and_prepare(self, dl_manager, download_config):
-    self._use_beam = frames_lib.wants_beam(download_config)
-    return super()._download_and_prepare(dl_manager, download_config)
-
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    return frames_lib.split_generators(
-        'fera2017', AUS, list_jobs(str(dl_manager.manual_dir)), process_job,
-        self.builder_config, getattr(self, '_use_beam', False),
-        str(self._data_dir_root))
-
-  def _generate_examples(self, jobs: list[tuple]):
-    """One subject's examples in this process (TFDS requires the method;
-    `_split_generators` uses the parallel/Beam `frames_lib` path instead)."""
-    yield from frames_lib.examples(jobs, process_job, self.builder_config)
+  def job_function(self):
+    return process_job
 
 
 def list_jobs(root: str) -> dict[str, list[tuple]]:

@@ -14,11 +14,8 @@ field keeps the folder name.
 import collections
 import os
 
-import numpy as np
-import tensorflow_datasets as tfds
 
 from au_jax import aus as aus_lib
-from au_jax import records
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
 from au_jax.preprocess import landmarks as landmarks_lib
@@ -35,12 +32,11 @@ def split_name(subject_folder: str) -> str:
   return subject_folder.replace('-', '_')
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(frames_lib.FaceFramesBuilder):
   """UNBC-McMaster Shoulder Pain frames with AU labels (10 AUs)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First au_jax release.'}
-  BUILDER_CONFIGS = frames_lib.standard_configs()
+  DATASET = 'unbc_mcmaster'
+  HOMEPAGE = 'https://www.jeffcohn.net/Resources/'
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Request the UNBC-McMaster Shoulder Pain Expression Archive from the owners
   (https://www.jeffcohn.net/Resources/) and point --manual_dir at the folder
@@ -54,28 +50,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   Frame_Labels/PSPI is not read.
   """
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    config = self.builder_config
-    return self.dataset_info_from_configs(
-        features=records.frame_features(len(AUS), config.image_size,
-                                         config.encoding),
-        disable_shuffling=True,  # Keep frame order: flow, smoothing.
-        homepage='https://www.jeffcohn.net/Resources/')
+  def jobs(self, manual_dir: str) -> dict[str, list[tuple]]:
+    return list_jobs(manual_dir)
 
-  def _download_and_prepare(self, dl_manager, download_config):
-    self._use_beam = frames_lib.wants_beam(download_config)
-    return super()._download_and_prepare(dl_manager, download_config)
-
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    return frames_lib.split_generators(
-        'unbc_mcmaster', AUS, list_jobs(str(dl_manager.manual_dir)),
-        process_job, self.builder_config, getattr(self, '_use_beam', False),
-        str(self._data_dir_root))
-
-  def _generate_examples(self, jobs: list[tuple]):
-    """One subject's examples in this process (TFDS requires the method;
-    `_split_generators` uses the parallel/Beam `frames_lib` path instead)."""
-    yield from frames_lib.examples(jobs, process_job, self.builder_config)
+  def job_function(self):
+    return process_job
 
 
 def list_jobs(root: str) -> dict[str, list[tuple]]:
