@@ -310,6 +310,23 @@ def require_file(path: str, what: str) -> str:
   return path
 
 
+def paired_labels(index: int, label_frames: Sequence[Any],
+                  occurrence: np.ndarray, intensity: np.ndarray,
+                  counts: Any) -> tuple[int, np.ndarray, np.ndarray]:
+  """(frame number, occurrence [C], intensity [C]) of video frame `index`.
+
+  Row i of a label file labels video frame i (DISFA, FERA 2017). Frames past
+  the last row get the next frame numbers and -1 labels, and are counted in
+  counts['frames_without_labels'].
+  """
+  if index < len(label_frames):
+    return int(label_frames[index]), occurrence[index], intensity[index]
+  counts['frames_without_labels'] += 1
+  unknown = np.full(occurrence.shape[1:], -1)
+  last = int(label_frames[-1]) if len(label_frames) else 0
+  return last + index - len(label_frames) + 1, unknown, unknown
+
+
 class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
                         skip_registration=True):
   """TFDS plumbing shared by the real-dataset builders.

@@ -100,17 +100,10 @@ def process_job(job: tuple, options, encoding: str,
                         intensity >= OCCURRENCE_THRESHOLD).astype(np.int8)
   landmark_files = (frames_lib.sorted_frames(landmark_folder, ('.mat',))
                     if landmark_folder else {})
-  unknown = np.full(len(AUS), -1)
   index = -1
   for index, image in enumerate(video_lib.video_frames(video)):
-    if index < len(label_frames):  # Line i pairs with video frame i.
-      frame_index = int(label_frames[index])
-      labels, levels = occurrence[index], intensity[index]
-    else:
-      frame_index = (int(label_frames[-1]) if len(label_frames) else 0) + (
-          index - len(label_frames) + 1)
-      labels, levels = unknown, unknown
-      counts['frames_without_labels'] += 1
+    frame_index, labels, levels = frames_lib.paired_labels(
+        index, label_frames, occurrence, intensity, counts)
     points = None
     if frame_index in landmark_files:
       points = landmarks_lib.to_ibug68(

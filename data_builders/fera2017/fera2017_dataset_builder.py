@@ -113,17 +113,10 @@ def process_job(job: tuple, options, encoding: str,
       csv_path, AUS)
   counts.update(notes)
   intensity = read_intensity(intensity_files, label_frames)
-  unknown = np.full(len(AUS), -1)
   index = -1
   for index, image in enumerate(video_lib.video_frames(video)):
-    if index < len(label_frames):  # Row i labels frame i of every view.
-      frame_index = int(label_frames[index])
-      labels, levels = occurrence[index], intensity[index]
-    else:
-      frame_index = (int(label_frames[-1]) if len(label_frames) else 0) + (
-          index - len(label_frames) + 1)
-      labels, levels = unknown, unknown
-      counts['frames_without_labels'] += 1
+    frame_index, labels, levels = frames_lib.paired_labels(
+        index, label_frames, occurrence, intensity, counts)
     yield f'{task}_v{view}_{index:06d}', frames_lib.frame_example(
         image, None, labels, levels, subject=subject, sequence=task,
         frame_index=frame_index, view=view, identity=identity,
