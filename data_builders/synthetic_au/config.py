@@ -3,9 +3,20 @@
 `tiny` is for tests, `default` is what the main jobs train on (24 subjects,
 three subject-exclusive folds of 8), `multiview` shows the first 12 `default`
 people from 9 head poses (3 yaw x 3 pitch, FERA 2017 style).
+
+Two populations of other people (their own identity seeds):
+`identities` is a face-identity set in the manner of CelebA / VGGFace2 (IdenNet's
+face-clustering data): 500 people, 4 one-frame "videos" each, so every image
+has its own expression, head pose, background and lighting; AU labels are
+stored unknown (-1), as in the real identity datasets. `shifted` is an
+AU-labelled population from another "lab" (darker skin tones, dimmer and more
+coloured light, more head rotation) for cross-dataset tests: train on
+`default`, test on `shifted`.
 """
 
 import dataclasses
+
+from data_builders.synthetic_au import render
 
 # Identities are seeded from this and the subject index only, so subject S03
 # is the same person in every config (multiview reuses the default people).
@@ -25,6 +36,14 @@ class SynthConfig:
     multiview: render every frame from the 9 `VIEWS` poses (view 1-9);
       otherwise one near-frontal camera (view 0).
     seed: seeds the videos (episodes, head motion, nuisances).
+    identity_seed: seeds the people; configs sharing it show the same person
+      as subject S<k>.
+    au_labels: False stores every AU label as unknown (-1) (identity data).
+    pose_range: (yaw, pitch) degrees; each video's head is turned by a
+      uniform draw in +-range (0 = the near-frontal camera of `default`).
+    skin_tone_range: interval of `face_geometry.SKIN_TONES` positions that
+      skin tones are drawn from (0 = lightest, 5 = darkest).
+    lighting: per-video lighting ranges (`render.Lighting`).
   """
   name: str
   num_subjects: int
@@ -33,6 +52,12 @@ class SynthConfig:
   image_size: int
   multiview: bool = False
   seed: int = 0
+  # The defaults below reproduce tiny/default/multiview byte for byte.
+  identity_seed: int = IDENTITY_SEED
+  au_labels: bool = True
+  pose_range: tuple[float, float] = (0.0, 0.0)
+  skin_tone_range: tuple[float, float] = (0.0, 5.0)
+  lighting: render.Lighting = render.Lighting()
 
   @property
   def num_views(self) -> int:
@@ -58,6 +83,17 @@ CONFIGS = (
                 frames_per_video=64, image_size=128, seed=2),
     SynthConfig('multiview', num_subjects=12, videos_per_subject=3,
                 frames_per_video=32, image_size=128, multiview=True, seed=3),
+    SynthConfig('identities', num_subjects=500, videos_per_subject=4,
+                frames_per_video=1, image_size=64, seed=4,
+                identity_seed=IDENTITY_SEED + 1, au_labels=False,
+                pose_range=(20.0, 12.0)),
+    SynthConfig('shifted', num_subjects=12, videos_per_subject=4,
+                frames_per_video=32, image_size=128, seed=5,
+                identity_seed=IDENTITY_SEED + 2, pose_range=(10.0, 6.0),
+                skin_tone_range=(2.0, 5.0),
+                lighting=render.Lighting(ambient=(0.3, 0.5),
+                                         diffuse=(0.45, 0.75),
+                                         cast=(0.75, 1.2))),
 )
 
 
@@ -70,5 +106,5 @@ def get(name: str) -> SynthConfig:
 
 
 def subject_id(index: int) -> str:
-  """Split name of subject `index` (0-based): 'S01', 'S02', ..."""
+  """Split name of subject `index` (0-based): 'S01', 'S02', ..., 'S500'."""
   return f'S{index + 1:02d}'

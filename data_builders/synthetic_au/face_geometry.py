@@ -101,8 +101,14 @@ class Identity:
   au_gain: np.ndarray
 
 
-def sample_identity(index: int, seed: int) -> Identity:
-  """Identity of subject `index` (0-based); same seed, same person."""
+def sample_identity(index: int, seed: int,
+                    tone_range: tuple[float, float] = (
+                        0.0, len(SKIN_TONES) - 1.0)) -> Identity:
+  """Identity of subject `index` (0-based); same seed, same person.
+
+  `tone_range` is where the skin tone is drawn in SKIN_TONES (0 lightest);
+  the default (all tones) gives the people of the original configs.
+  """
   rng = np.random.default_rng([seed, index])
   p = TEMPLATE.copy()
   # Face shape: width, length and jaw.
@@ -144,7 +150,7 @@ def sample_identity(index: int, seed: int) -> Identity:
   p[[48, 54, 60, 64], 1] += corner
   p[[49, 53, 59, 55], 1] += corner * 0.4
 
-  tone = rng.uniform(0.0, len(SKIN_TONES) - 1.0)
+  tone = rng.uniform(*tone_range)
   low = int(np.floor(tone))
   high = min(low + 1, len(SKIN_TONES) - 1)
   skin = SKIN_TONES[low] + (tone - low) * (SKIN_TONES[high] - SKIN_TONES[low])

@@ -25,9 +25,18 @@ from data_builders.synthetic_au import render
 SynthConfig = config_lib.SynthConfig
 
 
-def identity(subject_index: int) -> face_geometry.Identity:
-  """The person behind subject `subject_index` (same in every config)."""
-  return face_geometry.sample_identity(subject_index, config_lib.IDENTITY_SEED)
+def identity(subject_index: int,
+             config: SynthConfig | None = None) -> face_geometry.Identity:
+  """The person behind subject `subject_index` of `config`.
+
+  The same in every config that keeps the default identity seed and skin
+  range (None = those defaults): tiny, default and multiview.
+  """
+  if config is None:
+    return face_geometry.sample_identity(subject_index,
+                                         config_lib.IDENTITY_SEED)
+  return face_geometry.sample_identity(subject_index, config.identity_seed,
+                                       tuple(config.skin_tone_range))
 
 
 def subject_timelines(config: SynthConfig,
@@ -57,6 +66,21 @@ def _head_motion(rng: np.random.Generator, config: SynthConfig,
           for i in range(t)]
 
 
+def _video_turn(config: SynthConfig, subject_index: int,
+                video: int) -> tuple[float, float]:
+  """(yaw, pitch) degrees a video's head is turned by (config.pose_range).
+
+  Drawn from a stream of its own, so configs without a pose range (all
+  zero) draw nothing and render exactly as before the knob existed.
+  """
+  yaw_range, pitch_range = config.pose_range
+  if not yaw_range and not pitch_range:
+    return (0.0, 0.0)
+  rng = np.random.default_rng([config.seed, subject_index, video, 3])
+  return (float(rng.uniform(-yaw_range, yaw_range)),
+          float(rng.uniform(-pitch_range, pitch_range)))
+
+
 def _encode_png(image: np.ndarray) -> bytes:
   ok, png = cv2.imencode('.png', image[..., ::-1])
   if not ok:
@@ -79,15 +103,16 @@ def render_subject(config: SynthConfig, subject_index: int,
   Returns:
     dicts with the fields of `au_jax.records.frame_features` plus 'key'.
   """
-  person = identity(subject_index)
+  person = identity(subject_index, config)
   subject = config_lib.subject_id(subject_index)
   views = (tuple(enumerate(config_lib.VIEWS, start=1)) if config.multiview
            else ((0, (0.0, 0.0)),))
   records = []
   for video, timeline in enumerate(subject_timelines(config, subject_index)):
     rng = np.random.default_rng([config.seed, subject_index, video, 1])
-    look = render.sample_look(rng, config.image_size)
-    motion = _head_motion(rng, config, (0.0, 0.0))
+    look = render.sample_look(rng, config.image_size, config.lighting)
+    motion = _head_motion(rng, config, _video_turn(config, subject_index,
+                                                   video))
     sequence = f'{subject}_T{video + 1}'
     for view, (yaw, pitch) in views:
       frame_rng = np.random.default_rng(
@@ -107,11 +132,15 @@ def render_subject(config: SynthConfig, subject_index: int,
               config.image_size)
         else:
           image, points = None, render.image_landmarks(landmarks, pose)
+        occurrence, coded = timeline.occurrence[frame], timeline.coded[frame]
+        if not config.au_labels:  # identity data: AUs not coded
+          occurrence = np.full_like(occurrence, -1)
+          coded = np.full_like(coded, -1.0)
         records.append({
             'key': f'{sequence}_V{view}_{frame:04d}',
             'image': _encode_png(image) if encode and images else image,
-            'au_occurrence': timeline.occurrence[frame],
-            'au_intensity': timeline.coded[frame],
+            'au_occurrence': occurrence,
+            'au_intensity': coded,
             'landmarks': points,
             'face_found': True,
             'subject': subject,

@@ -40,7 +40,22 @@ class Look:
   jpeg_quality: int
 
 
-def sample_look(rng: np.random.Generator, image_size: int) -> Look:
+@dataclasses.dataclass(frozen=True)
+class Lighting:
+  """Ranges (low, high) that a video's light is drawn from, uniformly.
+
+  The defaults are the `tiny`/`default`/`multiview` ranges; a config that
+  changes them (e.g. `shifted`) renders another "lab". A range feeds
+  `rng.uniform(low, high)` at the same point of the stream whatever its
+  values, so the defaults give the same draws as before this knob existed.
+  """
+  ambient: tuple[float, float] = (0.45, 0.65)
+  diffuse: tuple[float, float] = (0.35, 0.6)
+  cast: tuple[float, float] = (0.85, 1.12)  # per-channel RGB gain
+
+
+def sample_look(rng: np.random.Generator, image_size: int,
+                lighting: Lighting = Lighting()) -> Look:
   """Random background and camera/lighting conditions for one video."""
   size = image_size * SUPERSAMPLE
   yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -59,9 +74,9 @@ def sample_look(rng: np.random.Generator, image_size: int) -> Look:
   return Look(
       background=np.clip(background, 0, 255).astype(np.uint8),
       light=(light / np.linalg.norm(light)).astype(np.float32),
-      ambient=float(rng.uniform(0.45, 0.65)),
-      diffuse=float(rng.uniform(0.35, 0.6)),
-      cast=rng.uniform(0.85, 1.12, 3).astype(np.float32),
+      ambient=float(rng.uniform(*lighting.ambient)),
+      diffuse=float(rng.uniform(*lighting.diffuse)),
+      cast=rng.uniform(*lighting.cast, 3).astype(np.float32),
       blur_sigma=float(rng.uniform(0.0, 0.9)),
       noise_std=float(rng.uniform(1.0, 5.0)),
       jpeg_quality=int(rng.integers(40, 92)),
