@@ -6,28 +6,46 @@ module-level `process_job(job, options, encoding, counts)` that yields
 `(key, example)` pairs. This module turns that into TFDS split generators:
 
 - in-process (`AU_JAX_BUILD_WORKERS=0`), or
-- a process pool over subjects (the default, one worker per core): each worker
-  streams its subject's examples to a pickle file next to the dataset; the
-  split generator re-reads it in order, so memory stays at one frame, or
+- one spawned worker process per subject, at most one per core at a time
+  (the default): each streams its subject's examples to a pickle file in a
+  scratch folder next to the dataset; the split generator re-reads it in
+  order, so memory stays at one frame. A worker that raises, dies at
+  start-up (spawn re-imports the caller's main module, which a script fed
+  on standard input cannot provide) or is killed (SIGKILL, out of memory)
+  ends the build with a `BuildWorkerError` naming the subject and the cause;
+  every other worker is stopped and the scratch folder removed. (A
+  `multiprocessing.Pool` replaces dead workers and waits forever.) Or
 - an Apache Beam pipeline per split (`beam.Create(jobs) | beam.FlatMap`) when
   the caller passes `DownloadConfig(beam_runner=...)` or `beam_options`
   (apache-beam is optional: it is imported only then), so the big sets can
   build on a cluster one job per worker.
 
 At the end of a local build the counts (frames, faces found by Haar, by
-landmarks, not found, not aligned, skipped frames) and each AU's base rate are
-printed; under Beam they are Beam metric counters `au_jax/<name>`.
+landmarks, not found, not aligned, skipped frames), every named problem
+(damaged frame, label/video length mismatch, missing label file) and each
+AU's base rate are printed; under Beam they are Beam metric counters
+`au_jax/<name>`.
+
+Damaged frames (a truncated JPEG/PNG, a video frame that fails to decode)
+are never stored: each is a counted skip named in the summary, and more than
+$AU_JAX_MAX_DAMAGED_FRACTION (default 0.01) of a subject's frames is an
+error, since a download that damaged that much is better fetched again.
 """
 
 import collections
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import dataclasses
+import errno
 import multiprocessing
+from multiprocessing import connection
 import os
 import pickle
 import re
 import shutil
+import signal
+import sys
 import tempfile
+import traceback
 from typing import Any
 
 import cv2
@@ -76,6 +94,12 @@ def standard_configs() -> list[FaceBuilderConfig]:
   ]
 
 
+# A frame whose pixels all lie within this range of each other is blank (a
+# grey fill, a lens cap, a frame the codec could not paint): no face can be in
+# it, so dataset landmarks must not mark one as found.
+BLANK_RANGE = 4
+
+
 def frame_example(image_bgr: np.ndarray, landmarks: np.ndarray | None,
                   occurrence: np.ndarray, intensity: np.ndarray, *,
                   subject: str, sequence: str, frame_index: int, view: int,
@@ -87,9 +111,13 @@ def frame_example(image_bgr: np.ndarray, landmarks: np.ndarray | None,
     image_bgr: [H, W, 3] uint8 frame as OpenCV reads it.
     landmarks: [68, 2] iBUG-68 frame pixels (-1 absent) or None.
     occurrence: [C] int 1/0/-1; intensity: [C] float, -1 not coded.
-    counts: updated with 'frames' and 'face_<haar|landmarks|centre>', and
-      'not_aligned' when aligned mode fell back to a crop.
+    counts: updated with 'frames' and 'face_<haar|landmarks|centre>',
+      'not_aligned' when aligned mode fell back to a crop, and 'blank_frame'
+      for a flat frame (stored with face_found=False, landmarks ignored).
   """
+  if int(image_bgr.max()) - int(image_bgr.min()) <= BLANK_RANGE:
+    counts['blank_frame'] += 1
+    landmarks = None
   result = face_lib.process_face(image_bgr, landmarks, options)
   counts['frames'] += 1
   counts[f'face_{result.source}'] += 1
@@ -108,6 +136,72 @@ def frame_example(image_bgr: np.ndarray, landmarks: np.ndarray | None,
       'emotion': -1,
       'identity': int(identity),
   }
+
+
+NAMED = 'named: '
+DAMAGED = 'skipped_damaged_frame'
+
+
+def name_problem(counts: collections.Counter, text: str) -> None:
+  """Records a problem the build summary names one by one (not just counts)."""
+  counts[NAMED + text] += 1
+
+
+def read_frame(path: str, where: str,
+               counts: collections.Counter) -> np.ndarray | None:
+  """A frame image decoded completely, or None (counted, named) if damaged.
+
+  Args:
+    path: the image file.
+    where: 'subject/sequence frame N' for the summary.
+    counts: gets DAMAGED and the named problem when the file is damaged.
+  """
+  image, reason = video_lib.decode_image_file(path)
+  if image is None:
+    counts[DAMAGED] += 1
+    name_problem(counts, f'damaged frame {where} ({path}): {reason}')
+  return image
+
+
+def damaged_video_frame(video: str, where: str,
+                        counts: collections.Counter) -> None:
+  """Counts and names a video frame that failed to decode."""
+  counts[DAMAGED] += 1
+  name_problem(counts, f'damaged frame {where} ({video}): the video frame '
+               'failed to decode')
+
+
+def max_damaged_fraction() -> float:
+  """$AU_JAX_MAX_DAMAGED_FRACTION (default 0.01): damaged frames a subject
+  may lose before its build is an error."""
+  value = os.environ.get('AU_JAX_MAX_DAMAGED_FRACTION', '0.01')
+  try:
+    fraction = float(value)
+  except ValueError:
+    fraction = -1.0
+  if not 0 <= fraction <= 1:
+    raise ValueError(f'AU_JAX_MAX_DAMAGED_FRACTION={value!r}: expected a '
+                     'number in [0, 1].')
+  return fraction
+
+
+def check_damaged(name: str, subject: str,
+                  counts: collections.Counter) -> None:
+  """Raises a ValueError when too many of a subject's frames were damaged.
+
+  Args:
+    name: dataset name; subject: the split; counts: that subject's counts.
+  """
+  damaged = counts[DAMAGED]
+  total = counts['frames'] + damaged
+  fraction = max_damaged_fraction()
+  if damaged and damaged > fraction * total:
+    named = sorted(k[len(NAMED):] for k in counts
+                   if k.startswith(NAMED + 'damaged frame'))
+    raise ValueError(
+        f'{name} subject {subject}: {damaged} of {total} frames are damaged '
+        f'(more than AU_JAX_MAX_DAMAGED_FRACTION={fraction:g}; fetch those '
+        f'files again or raise the limit). First: {"; ".join(named[:3])}')
 
 
 def num_workers(num_splits: int) -> int:
@@ -153,13 +247,21 @@ class BuildStats:
         f'fallbacks to crop {c["not_aligned"]}.']
     standard = ('frames', 'face_haar', 'face_landmarks', 'face_centre',
                 'not_aligned')
+    named = sorted(k[len(NAMED):] for k in c if k.startswith(NAMED))
     skips = {k: v for k, v in sorted(c.items()) if k.startswith('skipped_')}
     if skips:
       lines.append(f'{self.name}: skipped (counted, not written): {skips}')
     notes = {k: v for k, v in sorted(c.items())
-             if v and k not in standard and k not in skips}
+             if v and k not in standard and k not in skips and
+             not k.startswith(NAMED)}
     if notes:
       lines.append(f'{self.name}: other counts: {notes}')
+    shown = 50  # A badly damaged download must not flood the terminal.
+    for text in named[:shown]:
+      lines.append(f'{self.name}: {text}')
+    if len(named) > shown:
+      lines.append(f'{self.name}: ... and {len(named) - shown} more named '
+                   'problems.')
     rates = ', '.join(
         f'AU{au} {p / max(n, 1):.3f} ({n} labelled)'
         for au, p, n in zip(self.aus, self.positive, self.labelled))
@@ -170,7 +272,8 @@ class BuildStats:
 def split_generators(
     name: str, aus: Sequence[int], jobs: dict[str, list[Any]],
     process_job: ProcessFn, config: FaceBuilderConfig, use_beam: bool,
-    scratch_root: str) -> dict[str, Any]:
+    scratch_root: str, cleanups: list[Callable[[], None]] | None = None,
+    listing_counts: collections.Counter | None = None) -> dict[str, Any]:
   """{split: generator or beam PTransform} for `_split_generators`.
 
   Args:
@@ -181,34 +284,32 @@ def split_generators(
     config: the builder config.
     use_beam: build a Beam PTransform per split (needs apache-beam).
     scratch_root: folder for the workers' temporary files.
+    cleanups: gets a function that stops the workers and removes the
+      scratch, for the caller to run if the build fails outside the split
+      generators (e.g. a failing write); running it twice is harmless.
   """
   options, encoding = config.face_options(), config.encoding
   if use_beam:
+    if listing_counts:  # Beam has no local summary: print them now.
+      print('\n'.join(f'{name}: {k[len(NAMED):]}' for k in
+                      sorted(listing_counts) if k.startswith(NAMED)),
+            flush=True)
     beam = tfds.core.lazy_imports.apache_beam
     return {split: (beam.Create(split_jobs) | beam.FlatMap(
-        _beam_process, process_job, options, encoding))
+        _beam_process, process_job, options, encoding, name))
             for split, split_jobs in jobs.items()}
   stats = BuildStats(name, aus, len(jobs))
+  stats.counts.update(listing_counts or {})
   workers = num_workers(len(jobs))
   if workers == 0:
-    return {split: _in_process(split_jobs, process_job, options, encoding,
-                               stats) for split, split_jobs in jobs.items()}
-  scratch = tempfile.mkdtemp(prefix=f'.{name}_frames_', dir=scratch_root)
-  # spawn, not fork: a forked child inherits OpenCV's thread pool in a
-  # broken state once the parent has run cv2 (seen: Haar detection hangs
-  # in every worker). Spawn re-imports the caller's main module, so a
-  # calling script needs the usual `if __name__ == '__main__':` guard.
-  pool = multiprocessing.get_context('spawn').Pool(workers)
-  pending = {
-      split: (pool.apply_async(_write_jobs, (
-          process_job, split_jobs, options, encoding,
-          os.path.join(scratch, f'{split}.pkl'))),
-              os.path.join(scratch, f'{split}.pkl'))
-      for split, split_jobs in jobs.items()}
-  last = list(jobs)[-1]
-  return {split: _from_worker(result, path, stats, pool, scratch,
-                              split == last)
-          for split, (result, path) in pending.items()}
+    return {split: _in_process(name, split, split_jobs, process_job, options,
+                               encoding, stats)
+            for split, split_jobs in jobs.items()}
+  runner = WorkerRunner(name, jobs, process_job, options, encoding, workers,
+                        scratch_root)
+  if cleanups is not None:
+    cleanups.append(runner.close)
+  return {split: runner.examples(split, stats) for split in jobs}
 
 
 def examples(jobs: Iterable[Any], process_job: ProcessFn,
@@ -220,54 +321,212 @@ def examples(jobs: Iterable[Any], process_job: ProcessFn,
                            counts)
 
 
-def _in_process(jobs, process_job, options, encoding, stats):
+def _in_process(name, split, jobs, process_job, options, encoding, stats):
   counts = collections.Counter()
   for job in jobs:
     for key, example in process_job(job, options, encoding, counts):
       stats.add(example)
       yield key, example
+  check_damaged(name, split, counts)
   stats.split_done(counts)
 
 
-def _write_jobs(process_job, jobs, options, encoding, path):
-  """Worker: streams a subject's examples to `path`, returns its counts."""
-  cv2.setNumThreads(1)  # One core per worker; OpenCV threads would fight.
-  counts = collections.Counter()
-  with open(path, 'wb') as f:
-    for job in jobs:
-      for key_example in process_job(job, options, encoding, counts):
-        pickle.dump(key_example, f, protocol=pickle.HIGHEST_PROTOCOL)
-  return counts
+SCRATCH_PREFIX = '.{name}_frames_'
 
 
-def _from_worker(result, path, stats, pool, scratch, is_last):
+class BuildWorkerError(RuntimeError):
+  """A build worker raised, died at start-up or was killed."""
+
+
+class WorkerRunner:
+  """One spawned process per subject, at most `workers` alive at a time.
+
+  Processes, not a pool, so every subject's exit is seen: a pool hides which
+  task a dead worker held (and multiprocessing.Pool replaces it and waits
+  forever). Each worker writes `<i>.started` (its pid), streams examples to
+  `<i>.pkl`, then writes `<i>.counts` or, when it raises, `<i>.error`. The
+  parent reads the outputs in split order while later subjects run.
+  """
+
+  def __init__(self, name: str, jobs: dict[str, list[Any]],
+               process_job: ProcessFn, options: face_lib.FaceOptions,
+               encoding: str, workers: int, scratch_root: str):
+    self.name, self.jobs, self.process_job = name, jobs, process_job
+    self.options, self.encoding, self.workers = options, encoding, workers
+    self.order = list(jobs)
+    self.scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX.format(name=name),
+                                    dir=scratch_root)
+    self.processes: dict[str, Any] = {}
+    self.closed = False
+
+  def _path(self, split: str, suffix: str) -> str:
+    return os.path.join(self.scratch, f'{self.order.index(split)}.{suffix}')
+
+  def _start(self, split: str) -> None:
+    # spawn, not fork: a forked child inherits OpenCV's thread pool in a
+    # broken state once the parent has run cv2 (seen: Haar detection hangs
+    # in every worker). Spawn re-imports the caller's main module.
+    process = multiprocessing.get_context('spawn').Process(
+        target=_worker_main, name=f'{self.name}-build-{split}',
+        args=(self.process_job, split, self.jobs[split], self.options,
+              self.encoding, self.name, self._path(split, '')),
+        daemon=True)
+    process.start()
+    self.processes[split] = process
+
+  def _top_up(self) -> None:
+    running = sum(p.exitcode is None for p in self.processes.values())
+    for split in self.order:
+      if running >= self.workers:
+        return
+      if split not in self.processes:
+        self._start(split)
+        running += 1
+
+  def _wait(self, split: str) -> None:
+    """Waits for `split`'s worker; raises as soon as any worker failed."""
+    if split not in self.processes:
+      self._start(split)
+    while True:
+      self._top_up()
+      for other, process in self.processes.items():
+        if process.exitcode not in (None, 0):
+          raise self._failure(other, process)
+      if self.processes[split].exitcode == 0:
+        return
+      alive = [p.sentinel for p in self.processes.values()
+               if p.exitcode is None]
+      connection.wait(alive, timeout=5.0)
+
+  def _failure(self, split: str, process: Any) -> BuildWorkerError:
+    where = (f'{self.name}: the build worker for subject {split} '
+             f'(pid {process.pid})')
+    error_path = self._path(split, 'error')
+    if os.path.exists(error_path):
+      with open(error_path, 'rb') as f:
+        error, text = pickle.load(f)
+      failure = BuildWorkerError(f'{where} failed: {type(error).__name__}: '
+                                 f'{error}')
+      failure.__cause__ = error
+      failure.add_note(f'Worker traceback:\n{text}')
+      return failure
+    code = process.exitcode
+    if code < 0:
+      try:
+        signal_name = signal.Signals(-code).name
+      except ValueError:
+        signal_name = f'signal {-code}'
+      hint = (' (the kernel\'s out-of-memory killer sends SIGKILL: fewer '
+              'workers, AU_JAX_BUILD_WORKERS, use less memory)'
+              if -code == signal.SIGKILL else '')
+      return BuildWorkerError(f'{where} was killed by {signal_name}{hint}; '
+                              'the build stopped and its scratch is removed.')
+    if not os.path.exists(self._path(split, 'started')):
+      return BuildWorkerError(
+          f'{where} died at start-up (exit code {code}) before it read a '
+          f'frame. Spawned workers re-import the main module{_main_hint()}: '
+          'run the build from a saved script with an `if __name__ == '
+          '"__main__":` guard or with `python -m au_jax.prepare`, or set '
+          'AU_JAX_BUILD_WORKERS=0 to build in this process.')
+    return BuildWorkerError(f'{where} exited with code {code} mid-build '
+                            'without reporting an error.')
+
+  def examples(self, split: str, stats: BuildStats
+               ) -> Iterator[tuple[str, Example]]:
+    """`split`'s examples in order, once its worker has finished."""
+    try:
+      self._wait(split)
+      with open(self._path(split, 'counts'), 'rb') as f:
+        counts = pickle.load(f)
+      with open(self._path(split, 'pkl'), 'rb') as f:
+        while True:
+          try:
+            key, example = pickle.load(f)
+          except EOFError:
+            break
+          stats.add(example)
+          yield key, example
+      os.remove(self._path(split, 'pkl'))
+      stats.split_done(counts)
+    except BaseException:
+      # Any failure (a worker's, the writer's, Ctrl-C, an abandoned
+      # generator) stops every worker and leaves no scratch behind.
+      self.close()
+      raise
+    if split == self.order[-1]:
+      self.close()
+
+  def close(self) -> None:
+    """Stops live workers and removes the scratch folder (idempotent)."""
+    for process in self.processes.values():
+      if process.exitcode is None:
+        process.kill()
+    for process in self.processes.values():
+      process.join()
+    shutil.rmtree(self.scratch, ignore_errors=True)
+    self.closed = True
+
+
+def _main_hint() -> str:
+  main = sys.modules.get('__main__')
+  path = getattr(main, '__file__', None)
+  if getattr(main, '__spec__', None) is None and path and not os.path.exists(
+      path):
+    return (f', and here it is {path!r}, which is not a file (a script fed '
+            'on standard input?)')
+  return ''
+
+
+# Test hook: '<subject>:<kill|raise|nospace>' makes that subject's worker
+# SIGKILL itself, raise, or fail a write as a full disk does, after its first
+# example (tests/test_build_faults.py). Never set outside tests.
+FAULT_ENV = '_AU_JAX_TEST_BUILD_FAULT'
+
+
+def _inject_fault(split: str, path: str) -> None:
+  subject, _, fault = os.environ.get(FAULT_ENV, '').partition(':')
+  if subject != split:
+    return
+  if fault == 'kill':
+    os.kill(os.getpid(), signal.SIGKILL)
+  elif fault == 'raise':
+    raise RuntimeError(f'injected fault in the worker for {split}')
+  elif fault == 'nospace':
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def _worker_main(process_job, split, jobs, options, encoding, name, stem):
+  """Worker process: one subject's examples to `<stem>pkl`, then counts."""
   try:
-    counts = result.get()  # Re-raises a worker's error (e.g. a bad file).
-    with open(path, 'rb') as f:
-      while True:
-        try:
-          key, example = pickle.load(f)
-        except EOFError:
-          break
-        stats.add(example)
-        yield key, example
-    os.remove(path)
-    stats.split_done(counts)
-  except BaseException:
-    # A failed build stops every worker and leaves no scratch files behind.
-    pool.terminate()
-    shutil.rmtree(scratch, ignore_errors=True)
-    raise
-  if is_last:
-    pool.close()
-    pool.join()
-    shutil.rmtree(scratch, ignore_errors=True)
+    with open(stem + 'started', 'w') as f:
+      f.write(str(os.getpid()))
+    cv2.setNumThreads(1)  # One core per worker; OpenCV threads would fight.
+    counts = collections.Counter()
+    with open(stem + 'pkl', 'wb') as f:
+      for job in jobs:
+        for key_example in process_job(job, options, encoding, counts):
+          pickle.dump(key_example, f, protocol=pickle.HIGHEST_PROTOCOL)
+          _inject_fault(split, stem + 'pkl')
+    check_damaged(name, split, counts)
+    with open(stem + 'counts.tmp', 'wb') as f:
+      pickle.dump(counts, f)
+    os.replace(stem + 'counts.tmp', stem + 'counts')
+  except BaseException as e:  # pylint: disable=broad-except
+    text = traceback.format_exc()
+    try:
+      payload = pickle.dumps((e, text))
+    except Exception:  # pylint: disable=broad-except  (unpicklable error)
+      payload = pickle.dumps((RuntimeError(repr(e)), text))
+    with open(stem + 'error', 'wb') as f:
+      f.write(payload)
+    sys.exit(1)
 
 
-def _beam_process(job, process_job, options, encoding):
+def _beam_process(job, process_job, options, encoding, name):
   beam = tfds.core.lazy_imports.apache_beam
   counts = collections.Counter()
   yield from process_job(job, options, encoding, counts)
+  check_damaged(name, str(job[0]), counts)  # Per job: Beam has no subjects.
   for key, value in counts.items():
     beam.metrics.Metrics.counter('au_jax', key).inc(value)
 
@@ -327,6 +586,45 @@ def paired_labels(index: int, label_frames: Sequence[Any],
   return last + index - len(label_frames) + 1, unknown, unknown
 
 
+def labelled_video_frames(
+    video: str, label_file: str, label_frames: Sequence[Any],
+    occurrence: np.ndarray, intensity: np.ndarray, where: str,
+    counts: collections.Counter
+) -> Iterator[tuple[int, np.ndarray, int, np.ndarray, np.ndarray]]:
+  """Yields (index, image, frame number, occurrence, intensity) per frame.
+
+  Video frame i pairs with label row i (`paired_labels`). A frame that
+  fails to decode keeps its place (so later rows stay paired), is not
+  yielded, and is counted and named (`damaged_video_frame`). When the video
+  and the label rows differ in length, the summary names both counts.
+
+  Args:
+    video: the video file; label_file: the label file (for the summary).
+    label_frames: [N] frame numbers; occurrence / intensity: [N, C].
+    where: 'subject/sequence' for the summary.
+    counts: the subject's counts.
+  """
+  length, declared = 0, 0
+  for index, (image, declared) in enumerate(
+      video_lib.checked_video_frames(video)):
+    length = index + 1
+    frame_index, labels, levels = paired_labels(
+        index, label_frames, occurrence, intensity, counts)
+    if image is None:
+      damaged_video_frame(video, f'{where} frame {frame_index}', counts)
+      continue
+    yield index, image, frame_index, labels, levels
+  if length < len(label_frames):
+    counts['skipped_label_rows_without_frame'] += len(label_frames) - length
+  if length != len(label_frames):
+    stated = (f' (its container declares {declared})'
+              if declared and declared != length else '')
+    name_problem(counts, f'{where}: video {video} has {length} frames'
+                 f'{stated}, label file {label_file} has {len(label_frames)} '
+                 'rows; frames past the rows are stored with unknown labels, '
+                 'rows past the frames are dropped')
+
+
 class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
                         skip_registration=True):
   """TFDS plumbing shared by the real-dataset builders.
@@ -344,7 +642,12 @@ class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
   HOMEPAGE = ''
 
   def jobs(self, manual_dir: str) -> dict[str, list[Any]]:
-    """{split name: [job, ...]} found under the manual download."""
+    """{split name: [job, ...]} found under the manual download.
+
+    Problems found while listing (e.g. a sequence without its label file)
+    go to `self.listing_counts` (a Counter; `name_problem`) so the build
+    summary names them.
+    """
     raise NotImplementedError
 
   def job_function(self) -> ProcessFn:
@@ -366,13 +669,24 @@ class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
 
   def _download_and_prepare(self, dl_manager, download_config):
     self._use_beam = wants_beam(download_config)
-    return super()._download_and_prepare(dl_manager, download_config)
+    self._cleanups = []
+    try:
+      return super()._download_and_prepare(dl_manager, download_config)
+    finally:
+      # A failure outside the split generators (a failing write, Ctrl-C
+      # between splits) must still stop the workers and remove the scratch;
+      # TFDS removes its own incomplete.* folder.
+      for cleanup in self._cleanups:
+        cleanup()
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    self.listing_counts = collections.Counter()
+    jobs = self.jobs(str(dl_manager.manual_dir))
     return split_generators(
-        self.DATASET, self._aus(), self.jobs(str(dl_manager.manual_dir)),
-        self.job_function(), self.builder_config,
-        getattr(self, '_use_beam', False), str(self._data_dir_root))
+        self.DATASET, self._aus(), jobs, self.job_function(),
+        self.builder_config, getattr(self, '_use_beam', False),
+        str(self._data_dir_root), getattr(self, '_cleanups', None),
+        self.listing_counts)
 
   def _generate_examples(self, jobs: list[Any]):
     """One subject's examples in this process (TFDS requires the method;

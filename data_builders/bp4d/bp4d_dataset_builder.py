@@ -15,7 +15,6 @@ import numpy as np
 from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
-from au_jax.preprocess import video as video_lib
 
 AUS = aus_lib.DATASET_AUS['bp4d']
 FRAME_FOLDERS = ('Sequences', 'Sequences_2D+3D')
@@ -38,18 +37,27 @@ class Builder(frames_lib.FaceFramesBuilder):
     AUCoding/AU_OCC/<subject>_<task>.csv      (one per sequence)
         header 0..99 (column N = AU N) or a named header; values 0, 1, 9.
   Every label file needs its frame folder; a missing one is an error naming
-  it. Labelled frames without an image are skipped and counted.
+  it. A frame folder without a label file is not built and is named in the
+  build summary. Labelled frames without an image, and damaged (truncated)
+  images, are skipped, counted and named.
   """
 
   def jobs(self, manual_dir: str) -> dict[str, list[tuple]]:
-    return list_jobs(manual_dir)
+    return list_jobs(manual_dir, self.listing_counts)
 
   def job_function(self):
     return process_job
 
 
-def list_jobs(root: str) -> dict[str, list[tuple]]:
-  """{subject: [(subject, task, label_csv, frame_folder, identity)]}."""
+def list_jobs(root: str, counts: collections.Counter | None = None
+              ) -> dict[str, list[tuple]]:
+  """{subject: [(subject, task, label_csv, frame_folder, identity)]}.
+
+  Args:
+    root: the manual download.
+    counts: gets 'skipped_sequence_without_label_file' and a named problem
+      for each frame folder that has no label file.
+  """
   folders = [os.path.join(root, f) for f in FRAME_FOLDERS]
   frame_root = next((f for f in folders if os.path.isdir(f)), None)
   if frame_root is None:
@@ -73,6 +81,19 @@ def list_jobs(root: str) -> dict[str, list[tuple]]:
   if not sequences:
     raise FileNotFoundError(f'No <subject>_<task>.csv label files in '
                             f'{label_root}.')
+  labelled = {(subject, task) for subject, items in sequences.items()
+              for _, _, task in items}
+  counts = collections.Counter() if counts is None else counts
+  for subject in sorted(os.listdir(frame_root)):
+    if not os.path.isdir(os.path.join(frame_root, subject)):
+      continue
+    for task in sorted(os.listdir(os.path.join(frame_root, subject))):
+      if (os.path.isdir(os.path.join(frame_root, subject, task)) and
+          (subject, task) not in labelled):
+        counts['skipped_sequence_without_label_file'] += 1
+        frames_lib.name_problem(
+            counts, f'sequence {subject}/{task} not built: no label file '
+            f'{os.path.join(label_root, f"{subject}_{task}.csv")}')
   return {subject: [(subject, task, csv, folder, identity)
                     for csv, folder, task in sequences[subject]]
           for identity, subject in enumerate(sorted(sequences))}
@@ -92,8 +113,12 @@ def process_job(job: tuple, options, encoding: str,
     if path is None:
       counts['skipped_labelled_frame_without_image'] += 1
       continue
+    image = frames_lib.read_frame(path, f'{subject}/{task} frame {number}',
+                                  counts)
+    if image is None:
+      continue
     example = frames_lib.frame_example(
-        video_lib.read_image(path), None, labels, no_intensity,
+        image, None, labels, no_intensity,
         subject=subject, sequence=task, frame_index=int(number), view=0,
         identity=identity, options=options, encoding=encoding, counts=counts)
     yield f'{task}_{int(number):05d}', example

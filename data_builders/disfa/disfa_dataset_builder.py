@@ -19,7 +19,6 @@ from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
 from au_jax.preprocess import landmarks as landmarks_lib
-from au_jax.preprocess import video as video_lib
 
 AUS = aus_lib.DATASET_AUS['disfa']
 OCCURRENCE_THRESHOLD = 2.0  # Intensity >= 2 (FACS B) counts as present.
@@ -42,7 +41,10 @@ class Builder(frames_lib.FaceFramesBuilder):
     Landmark_Points/<subject>/frame_lm/*.mat          (optional; 66 points,
         field pts; the file name's last number is the frame index)
   A subject with a label folder but no video, or a missing AU file, is an
-  error naming the file. Video_RightCamera is not read.
+  error naming the file, as is a label line that is not "frame,intensity"
+  with consecutive frames and an integer 0-5. A video whose length differs
+  from its label files is named in the build summary with both counts.
+  Video_RightCamera is not read.
   """
 
   def jobs(self, manual_dir: str) -> dict[str, list[tuple]]:
@@ -76,9 +78,17 @@ def list_jobs(root: str) -> dict[str, list[tuple]]:
   return jobs
 
 
-def read_labels(label_files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-  """frames [N] and intensity [N, 12] (-1 where an AU file is shorter)."""
-  columns = [labels_lib.read_frame_value_lines(p) for p in label_files]
+def read_labels(label_files: list[str], counts: collections.Counter | None
+                = None) -> tuple[np.ndarray, np.ndarray]:
+  """frames [N] and intensity [N, 12] (-1 where an AU file is shorter).
+
+  Every file must hold consecutive frame numbers with integer intensities
+  0-5 (`labels_lib.read_frame_value_lines`), and all must agree on the
+  frame numbers they share; a shorter file is named in `counts`.
+  """
+  columns = [labels_lib.read_frame_value_lines(p, contiguous=True,
+                                               valid=(0, 5))
+             for p in label_files]
   length = max(len(frames) for frames, _ in columns)
   frames = next(f for f, _ in columns if len(f) == length)
   intensity = np.full((length, len(AUS)), -1, np.float32)
@@ -86,6 +96,11 @@ def read_labels(label_files: list[str]) -> tuple[np.ndarray, np.ndarray]:
     if not np.array_equal(au_frames, frames[:len(au_frames)]):
       raise ValueError(f'{path}: frame indices differ from the other AU '
                        'files of this subject (lines must pair by order).')
+    if len(au_frames) < length and counts is not None:
+      frames_lib.name_problem(
+          counts, f'{path} has {len(au_frames)} lines, the longest AU file '
+          f'of this subject {length}: its AU is unknown (-1) past line '
+          f'{len(au_frames)}')
     intensity[:len(values), c] = values
   return frames, intensity
 
@@ -94,16 +109,17 @@ def process_job(job: tuple, options, encoding: str,
                 counts: collections.Counter):
   """Yields (key, example) for one subject's left-camera video."""
   subject, video, label_files, landmark_folder, identity = job
-  label_frames, intensity = read_labels(label_files)
+  label_frames, intensity = read_labels(label_files, counts)
   counts['label_values_missing'] += int((intensity < 0).sum())
   occurrence = np.where(intensity < 0, -1,
                         intensity >= OCCURRENCE_THRESHOLD).astype(np.int8)
   landmark_files = (frames_lib.sorted_frames(landmark_folder, ('.mat',))
                     if landmark_folder else {})
-  index = -1
-  for index, image in enumerate(video_lib.video_frames(video)):
-    frame_index, labels, levels = frames_lib.paired_labels(
-        index, label_frames, occurrence, intensity, counts)
+  label_dir = os.path.dirname(label_files[0])
+  for index, image, frame_index, labels, levels in (
+      frames_lib.labelled_video_frames(
+          video, label_dir, label_frames, occurrence, intensity, subject,
+          counts)):
     points = None
     if frame_index in landmark_files:
       points = landmarks_lib.to_ibug68(
@@ -112,6 +128,3 @@ def process_job(job: tuple, options, encoding: str,
         image, points, labels, levels, subject=subject, sequence=subject,
         frame_index=frame_index, view=0, identity=identity, options=options,
         encoding=encoding, counts=counts)
-  if index + 1 < len(label_frames):
-    counts['skipped_label_lines_without_frame'] += (
-        len(label_frames) - index - 1)

@@ -22,7 +22,6 @@ import numpy as np
 from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
-from au_jax.preprocess import video as video_lib
 
 AUS = aus_lib.DATASET_AUS['fera2017']
 INTENSITY_AUS = (1, 4, 6, 10, 12, 14, 17)
@@ -50,7 +49,9 @@ class Builder(frames_lib.FaceFramesBuilder):
   and, for the validation partition (optional), the same with
     FERA17_Valid_MV/FERA17_VA_..., Valid_Occ/..., Valid_Int/...
   Each label file needs all 9 view videos; a missing one is an error naming
-  it.
+  it. Occurrence rows must hold consecutive frame numbers and integer codes
+  (else an error naming file and line); a video whose length differs from
+  its label file is named in the build summary with both counts.
   """
 
   def jobs(self, manual_dir: str) -> dict[str, list[tuple]]:
@@ -93,15 +94,26 @@ def list_jobs(root: str) -> dict[str, list[tuple]]:
           for identity, split in enumerate(sorted(found))}
 
 
-def read_intensity(files: dict[int, str], frames: np.ndarray) -> np.ndarray:
-  """[N, 10] float32 intensity per label row, -1 where not given/coded."""
+def read_intensity(files: dict[int, str], frames: np.ndarray,
+                   counts: collections.Counter | None = None) -> np.ndarray:
+  """[N, 10] float32 intensity per label row, -1 where not given/coded.
+
+  Intensity rows pair by frame number (codes 0-5; 9 = not coded); another
+  integer code is unknown and counted, a non-integer one an error.
+  """
+  counts = collections.Counter() if counts is None else counts
   intensity = np.full((len(frames), len(AUS)), -1, np.float32)
   row_of = {int(f): r for r, f in enumerate(frames)}
   for au, path in files.items():
-    au_frames, values = labels_lib.read_frame_value_lines(path)
+    au_frames, values = labels_lib.read_frame_value_lines(
+        path, contiguous=False)
     for frame, value in zip(au_frames, values):
-      if int(frame) in row_of and 0 <= value <= 5:  # 9 = not coded.
+      if int(frame) not in row_of:
+        counts['intensity_rows_without_occurrence_row'] += 1
+      elif 0 <= value <= 5:
         intensity[row_of[int(frame)], AUS.index(au)] = value
+      elif value != 9:
+        counts[f'intensity_code_{int(value)}_as_unknown'] += 1
   return intensity
 
 
@@ -110,16 +122,14 @@ def process_job(job: tuple, options, encoding: str,
   """Yields (key, example) for one (subject, task, view) video."""
   subject, task, view, video, csv_path, intensity_files, identity = job
   label_frames, occurrence, notes = labels_lib.read_occurrence_csv(
-      csv_path, AUS)
+      csv_path, AUS, contiguous=True)
   counts.update(notes)
-  intensity = read_intensity(intensity_files, label_frames)
-  index = -1
-  for index, image in enumerate(video_lib.video_frames(video)):
-    frame_index, labels, levels = frames_lib.paired_labels(
-        index, label_frames, occurrence, intensity, counts)
+  intensity = read_intensity(intensity_files, label_frames, counts)
+  for index, image, frame_index, labels, levels in (
+      frames_lib.labelled_video_frames(
+          video, csv_path, label_frames, occurrence, intensity,
+          f'{subject}/{task} view {view}', counts)):
     yield f'{task}_v{view}_{index:06d}', frames_lib.frame_example(
         image, None, labels, levels, subject=subject, sequence=task,
         frame_index=frame_index, view=view, identity=identity,
         options=options, encoding=encoding, counts=counts)
-  if index + 1 < len(label_frames):
-    counts['skipped_label_rows_without_frame'] += len(label_frames) - index - 1

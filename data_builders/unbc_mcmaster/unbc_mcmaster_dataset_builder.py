@@ -19,7 +19,6 @@ from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
 from au_jax.preprocess import landmarks as landmarks_lib
-from au_jax.preprocess import video as video_lib
 
 AUS = aus_lib.DATASET_AUS['unbc_mcmaster']
 IMAGE_FOLDER = 'Images'
@@ -46,7 +45,8 @@ class Builder(frames_lib.FaceFramesBuilder):
         one "AU intensity side1 side2" line per active AU; empty = none
     AAM_landmarks/<subject>/<sequence>/<frame>_aam.txt   (66 "x y" lines)
   Every image needs its FACS file (a missing one is an error naming it); a
-  missing landmark file gives -1 landmarks and is counted.
+  missing landmark file gives -1 landmarks and is counted. A damaged
+  (truncated) image is skipped, counted and named in the build summary.
   Frame_Labels/PSPI is not read.
   """
 
@@ -98,7 +98,11 @@ def process_job(job: tuple, options, encoding: str,
           labels_lib.read_points_text(landmark_path))
     else:
       counts['landmark_file_missing'] += 1
+    image = frames_lib.read_frame(
+        path, f'{subject}/{sequence} frame {number}', counts)
+    if image is None:
+      continue
     yield f'{sequence}_{number:05d}', frames_lib.frame_example(
-        video_lib.read_image(path), points, occurrence, intensity,
+        image, points, occurrence, intensity,
         subject=subject, sequence=sequence, frame_index=number, view=0,
         identity=identity, options=options, encoding=encoding, counts=counts)
