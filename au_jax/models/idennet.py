@@ -75,7 +75,7 @@ class Model(nn.Module):
     """batch['image']: [B, H, H, 3] float32, normalised.
 
     Returns:
-      logits [B, C] float32 and aux with 'au_features' [B, H/2] (what the
+      logits [B, C] float32 and aux with 'features' [B, H/2] (what the
       classifier sees: fc6 - fc5, or fc6 in the ablations), 'fc6' [B, H/2]
       and, with the identity branch, 'embedding' [B, H/2] (unit-norm fc5).
     """
@@ -93,6 +93,6 @@ class Model(nn.Module):
       aux['embedding'] = embedding
       if self.subtract_identity:
         au_features = fc6 - embedding
-    aux['au_features'] = au_features
+    aux['features'] = au_features
     logits = dense(self.num_aus, name='output')(au_features.astype(self.dtype))
     return logits.astype(jnp.float32), aux
