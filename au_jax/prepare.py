@@ -7,12 +7,24 @@ Each dataset is a TFDS builder in `data_builders/<name>/` (`tfds new` layout);
 where TensorFlow is installed, `tfds build data_builders/<name>` works too.
 Records are written as `array_record` (random access for grain), one split per
 subject.
+
+A build holds `<data_dir>/.<dataset>.build.lock` (`fcntl.flock`, released by
+the kernel even when the process is killed): a second build of the same
+dataset into the same data_dir waits for the first, then finds it built.
+Holding the lock, a build removes the scratch a killed earlier build left
+(`.<dataset>_frames_*` worker folders, TFDS `incomplete.*` folders) and says
+so in one log line; a failed or interrupted build removes its own.
 """
 
+import contextlib
+import fcntl
+import glob
 import importlib
 import os
+import shutil
+import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from absl import app
 from absl import flags
@@ -67,6 +79,69 @@ def prepare(name: str, config: str | None = None, data_dir: str | None = None,
     logging.info('%s already built at %s', builder.info.full_name,
                  builder.data_dir)
     return builder
+  root = data_dir_or_default(data_dir)
+  with build_lock(root, name):
+    if not force and _has_dataset_info(builder):  # Built while we waited:
+      return get_builder(name, config, data_dir)  # read its fresh info.
+    remove_stale_scratch(root, name)
+    return _build(builder, manual_dir, beam_runner, force)
+
+
+@contextlib.contextmanager
+def build_lock(data_dir: str, name: str) -> Iterator[None]:
+  """Holds the build lock of dataset `name` in `data_dir` (waits for it).
+
+  The lock file records the holder's pid and host for the waiting message;
+  the kernel drops the lock when the holder exits or is killed, so a dead
+  build never blocks the next one.
+  """
+  os.makedirs(data_dir, exist_ok=True)
+  path = os.path.join(data_dir, f'.{name}.build.lock')
+  with open(path, 'a+') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      owner = f.read().strip() or 'an unknown process'
+      logging.warning('Waiting for the build of %s into %s by %s to finish '
+                      '(lock %s).', name, data_dir, owner, path)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    f.truncate()
+    f.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
+    f.flush()
+    try:
+      yield
+    finally:
+      f.seek(0)
+      f.truncate()
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def stale_scratch(data_dir: str, name: str) -> list[str]:
+  """Scratch folders an interrupted build of `name` can leave in data_dir:
+  its worker folders and TFDS `incomplete.*` folders (any config)."""
+  patterns = [os.path.join(data_dir, f'.{name}_frames_*'),
+              os.path.join(data_dir, name, 'incomplete.*'),
+              os.path.join(data_dir, name, '*', 'incomplete.*')]
+  return sorted(p for pattern in patterns for p in glob.glob(pattern)
+                if os.path.isdir(p))
+
+
+def remove_stale_scratch(data_dir: str, name: str) -> list[str]:
+  """Removes `stale_scratch` (call it holding `build_lock`); returns it."""
+  found = stale_scratch(data_dir, name)
+  for path in found:
+    shutil.rmtree(path, ignore_errors=True)
+  if found:
+    logging.warning('Removed %d stale scratch folder(s) of an interrupted '
+                    'earlier %s build: %s', len(found), name,
+                    ', '.join(found))
+  return found
+
+
+def _build(builder: tfds.core.DatasetBuilder, manual_dir: str | None,
+           beam_runner: Any, force: bool) -> tfds.core.DatasetBuilder:
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.abspath(os.path.expanduser(manual_dir))
       if manual_dir else None,

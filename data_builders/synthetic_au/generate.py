@@ -8,6 +8,8 @@ process renders it or in which order: `render_subjects` spreads subjects over
 a process pool and hands them back in subject order.
 """
 
+from concurrent import futures
+from concurrent.futures import process
 import multiprocessing
 import os
 import sys
@@ -155,6 +157,11 @@ def render_subject(config: SynthConfig, subject_index: int,
 
 def _render_job(job: tuple[SynthConfig, int]) -> list[dict]:
   cv2.setNumThreads(1)  # one subject per process; no nested threads
+  # Test hook (tests/test_build_faults.py): '<subject>:kill' kills this
+  # subject's worker as the out-of-memory killer would. Never set otherwise.
+  if os.environ.get('_AU_JAX_TEST_BUILD_FAULT') == (
+      f'{config_lib.subject_id(job[1])}:kill'):
+    os.kill(os.getpid(), 9)
   return render_subject(*job)
 
 
@@ -190,10 +197,31 @@ def render_subjects(config: SynthConfig, subject_indices: Sequence[int],
     for job in jobs:
       yield job[1], render_subject(*job)
     return
-  context = multiprocessing.get_context(_start_method())
-  with context.Pool(min(workers, len(jobs))) as pool:
-    for job, records in zip(jobs, pool.imap(_render_job, jobs)):
+  # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (out
+  # of memory, killed, or a spawned child that cannot re-import the main
+  # module) breaks the executor, which then fails every pending subject;
+  # a Pool replaces the dead worker and waits forever for its result.
+  pool = futures.ProcessPoolExecutor(
+      min(workers, len(jobs)), mp_context=multiprocessing.get_context(
+          _start_method()))
+  try:
+    pending = [pool.submit(_render_job, job) for job in jobs]
+    for job, future in zip(jobs, pending):
+      try:
+        records = future.result()
+      except process.BrokenProcessPool as e:
+        waiting = [config_lib.subject_id(j[1]) for j, f in zip(jobs, pending)
+                   if not f.done() or f.exception() is not None]
+        raise RuntimeError(
+            f'synthetic_au: a render worker died (killed, out of memory, or '
+            f'a spawned worker could not re-import the main module: build '
+            f'from a saved script with an `if __name__ == "__main__":` guard,'
+            f' or set AU_JAX_SYNTH_WORKERS=0) while subject(s) '
+            f'{", ".join(waiting)} were unfinished; nothing was written.'
+        ) from e
       yield job[1], records
+  finally:
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def label_statistics(occurrence: np.ndarray) -> dict[str, np.ndarray]:
