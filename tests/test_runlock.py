@@ -145,7 +145,8 @@ def test_reused_pid_is_stale_but_the_live_owner_is_not(tmp_path, caplog):
   """A live PID that started at another time than the lock's owner is a
   reused PID: the owner is dead."""
   directory = str(tmp_path / 'run')
-  start = runlock._process_start(os.getpid())  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  start = runlock._process_start(os.getpid())
   assert start is not None  # Linux /proc.
   _write_lock(directory, pid=os.getpid(), host=HOST, process_start=start)
   with pytest.raises(runlock.RunLockedError, match=f'PID {os.getpid()} '):
