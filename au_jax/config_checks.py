@@ -226,12 +226,16 @@ def _median_ok(v, c, d):
   return v is None or v == 'tune' or (_is_int(v) and v >= 1 and v % 2 == 1)
 
 
-def _for_classify(rule: Rule) -> Rule:
-  """The rule when config.method is 'classify'; otherwise None also passes."""
-  return Rule(
-      lambda v, c, d: ((v is None and c.get('method') != 'classify')
-                       or rule.ok(v, c, d)),
-      f"{rule.valid} (None allowed when method is not 'classify')", rule.bad)
+def _num_classes_ok(v, c, d):
+  if c.get('method') == 'classify':
+    return _is_int(v) and v >= 2
+  return v is None or (_is_int(v) and v >= 0)  # Unused: 0/None placeholder.
+
+
+def _classify_field_ok(v, c, d):
+  if c.get('method') == 'classify':
+    return v in CLASSIFY_FIELDS
+  return v in (None, '', *CLASSIFY_FIELDS)
 
 
 def _config_path_ok(v, c, d):
@@ -279,6 +283,10 @@ RULES: dict[str, Rule] = {
     'dataset': _KNOWN_DATASET,
     # Part of the run directory's name (runs.dataset_dir_name).
     'dataset_config': _NAME,
+    # A second dataset mixed in or tested on (IdenNet's identities).
+    '*_dataset': _or_none(_KNOWN_DATASET),
+    '*_dataset_config': _NAME,
+    'identity_share': reals(0, 1, high_open=True, bad=1.0),
     'data_dir': _or_none(_PATH),
     'manual_dir': _or_none(_PATH),
     'folds': Rule(_folds_ok, f"fold numbers in 1..{folds_lib.NUM_FOLDS} "
@@ -292,8 +300,11 @@ RULES: dict[str, Rule] = {
                           ('subject',)),
     'views': Rule(_views_ok, "distinct view ids >= 0 (at least one when "
                   "one_model_per has 'view')", (-1,)),
-    'classify_field': _for_classify(choice(*CLASSIFY_FIELDS)),
-    'num_classes': _for_classify(ints(2)),
+    'classify_field': Rule(
+        _classify_field_ok, f"one of {CLASSIFY_FIELDS} (also None or '' "
+        "when method is not 'classify')", 'no_such_field'),
+    'num_classes': Rule(_num_classes_ok, "an int >= 2 when method is "
+                        "'classify' (else unused: None or an int >= 0)", -1),
     # Input.
     'resize_size': ints(1),
     'crop_size': Rule(_crop_ok, lambda c, d: (
@@ -319,6 +330,11 @@ RULES: dict[str, Rule] = {
     'model.width': ints(1),
     'model.*_features': ints(1),
     'model.*_hidden': ints(1),
+    'model.*_size': ints(1),
+    'model.ceil_pool': boolean(),
+    'model.grayscale': boolean(),
+    'model.identity_branch': boolean(),
+    'model.subtract_identity': boolean(),
     'use_*': boolean(),
     '*.use_*': boolean(),
     '*dtype': Rule(_dtype_ok, f'one of {DTYPES}', 'float8'),
@@ -335,6 +351,8 @@ RULES: dict[str, Rule] = {
     'lr_decay_factor': reals(0, 1, low_open=True, bad=0.0),
     'loss_normalise': choice(*LOSS_NORMALISATIONS, bad='none'),
     '*_weight': reals(0, bad=-1.0),  # Loss weights (LP-Net's lambda).
+    '*_margin': reals(0, bad=-1.0),  # Triplet margins.
+    'num_negatives': ints(1),
     'selective_learning': boolean(),
     # Positive fraction selective learning balances towards (LP-Net 3.3).
     'selective_learning_target': reals(0, 1, low_open=True, high_open=True,

@@ -45,12 +45,23 @@ def _variants(path: pathlib.Path) -> list[str]:
   return sorted(found)
 
 
-VARIANTS = [(path.stem, variant) for path in CONFIG_FILES
-            for variant in _variants(path)]
-
-
 def _get(name: str, variant: str) -> ml_collections.ConfigDict:
   return importlib.import_module(f'configs.{name}').get_config(variant)
+
+
+def _distinct_variants() -> list[tuple[str, str]]:
+  """(file stem, variant) pairs; an alias ('cpu' = '') is walked once."""
+  found, seen = [], set()
+  for path in CONFIG_FILES:
+    for variant in _variants(path):
+      text = str(_get(path.stem, variant))
+      if (path.stem, text) not in seen:
+        seen.add((path.stem, text))
+        found.append((path.stem, variant))
+  return found
+
+
+VARIANTS = _distinct_variants()
 
 
 def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
@@ -74,6 +85,9 @@ def test_variants_found():
   assert ('drml', '') in VARIANTS
   assert ('drml', 'paper') in VARIANTS
   assert ('drml', 'test') in VARIANTS
+  assert ('drml', 'cpu') not in VARIANTS  # The same config as ''.
+  assert _variants(ROOT / 'configs' / 'drml.py') == ['', 'cpu', 'paper',
+                                                     'test']
 
 
 @pytest.mark.parametrize('name,variant', VARIANTS)
