@@ -1,5 +1,7 @@
 """Tests for au_jax.models.layers: region layer and Caffe LRN."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,22 +73,72 @@ def test_implementations_agree_forward_and_gradients():
   x = jax.random.normal(jax.random.key(4), SHAPE)
   cotangent = jax.random.normal(jax.random.key(5), SHAPE)
   results = {}
-  for implementation in layers.IMPLEMENTATIONS:
+  for implementation in ('auto',) + layers.IMPLEMENTATIONS:
     layer = layers.RegionLayer(grid=(4, 2), implementation=implementation)
     variables = _init(layer, x)  # same seed: same parameters for all
 
-    def loss(params, x):
+    def forward(params, x):
       out, _ = _apply_train(
           layer, {'params': params,
                   'batch_stats': variables['batch_stats']}, x)
-      return jnp.vdot(out, cotangent)
-    results[implementation] = jax.grad(loss, argnums=(0, 1))(
-        variables['params'], x)
-  reference = results['unrolled']
-  for implementation, grads in results.items():
-    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)):
+      return out
+    out, vjp = jax.vjp(forward, variables['params'], x)
+    results[implementation] = (out, vjp(cotangent))
+  reference = jax.tree.leaves(results['unrolled'])
+  assert len(reference) == 4  # output, kernel, bias and input gradients
+  for implementation, result in results.items():
+    for got, want in zip(jax.tree.leaves(result), reference):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4,
                                  err_msg=implementation)
+
+
+def test_auto_implementation_resolves_by_backend():
+  # Measured choices (layers.py comment, issue 16's H100 table).
+  assert layers.resolve_implementation('auto', 'gpu') == 'grouped'
+  assert layers.resolve_implementation('auto', 'cuda') == 'grouped'
+  assert layers.resolve_implementation('auto', 'cpu') == 'unrolled'
+  assert layers.resolve_implementation('auto') == (
+      'grouped' if jax.default_backend() == 'gpu' else 'unrolled')
+  assert layers.resolve_implementation('einsum', 'gpu') == 'einsum'
+  with pytest.raises(ValueError, match="'vmap'"):
+    layers.resolve_implementation('vmap')
+
+
+def test_compute_dtype_names():
+  assert layers.canonical_dtype('bfloat16') == jnp.bfloat16
+  assert layers.canonical_dtype(jnp.float32) == jnp.float32
+  for bad in ('int8', 'bf16'):
+    with pytest.raises(ValueError, match=bad):
+      layers.canonical_dtype(bad)
+
+
+def test_drml_mixed_precision_keeps_parameters_statistics_and_logits_float32():
+  from au_jax.models import drml  # pylint: disable=g-import-not-at-top
+  batch = {'image': jax.random.normal(jax.random.key(0), (2, 66, 66, 3))}
+  full = drml.Model(num_aus=3, region_grid=(2, 2), dropout_rate=0.0,
+                    region_implementation='einsum')
+  half = full.clone(dtype='bfloat16')  # a config string is accepted
+  variables = jax.jit(functools.partial(half.init, train=False))(
+      jax.random.key(1), batch)
+  for leaf in jax.tree.leaves(variables):
+    assert leaf.dtype == jnp.float32  # parameters and BN statistics
+
+  # Forward in train mode only: gradients w.r.t. float32 parameters are
+  # float32 whatever the compute dtype, and the loss sees float32 logits.
+  @functools.partial(jax.jit, static_argnums=0)
+  def forward(model):
+    return model.apply(variables, batch, train=True, mutable=['batch_stats'])
+  results = {}
+  for name, model in (('float32', full), ('bfloat16', half)):
+    (logits, aux), updates = forward(model)
+    results[name] = logits
+    for leaf in jax.tree.leaves((logits, aux, updates)):
+      assert leaf.dtype == jnp.float32, (name, leaf.dtype)
+  # Same parameters: bfloat16 logits within bfloat16 rounding of float32.
+  scale = float(jnp.max(jnp.abs(results['float32'])))
+  np.testing.assert_allclose(results['bfloat16'], results['float32'],
+                             atol=0.05 * scale)
+  assert not np.array_equal(results['bfloat16'], results['float32'])
 
 
 @pytest.mark.parametrize('implementation', layers.IMPLEMENTATIONS)
@@ -165,6 +217,14 @@ def test_local_response_norm_hand_computed():
   counts = np.array([3, 4, 5, 5, 5, 4, 3])
   np.testing.assert_allclose(out[0, 0, 0], (1 + counts / 5) ** -0.75,
                              rtol=1e-6)
+
+
+def test_local_response_norm_in_bfloat16_sums_in_float32():
+  x = jnp.zeros((1, 6)).at[0, 2].set(10.0)
+  out = layers.local_response_norm(x.astype(jnp.bfloat16))
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32),
+                             layers.local_response_norm(x), rtol=1e-2)
 
 
 def test_local_response_norm_caffe_defaults():

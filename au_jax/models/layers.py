@@ -46,12 +46,46 @@ region_kernel_init = nn.initializers.variance_scaling(
 # --size=80 --batch_size=32): unrolled 408 ms, einsum 873, shifted 761; in
 # a whole DRML train step there (90x90 input, batch 32, timed interleaved in
 # one process) unrolled 2.48 s, einsum 2.95 s, shifted 3.11 s.
-# 'unrolled' (64 convs) is the default: fastest here, at the price of the
-# longest compile. A lax.map over the 64 patches compiled in 1 s but ran
-# ~20x slower than 'unrolled' (10.6 s), so it is not offered. On GPUs the
-# ranking may differ (cuDNN has fast grouped convs): measure with
-# benchmarks/drml_throughput.py --implementation=...
+# 'unrolled' (64 convs) is fastest here, at the price of the longest
+# compile. A lax.map over the 64 patches compiled in 1 s but ran ~20x slower
+# than 'unrolled' (10.6 s), so it is not offered.
+# On GPU the ranking flips: one NVIDIA H100, whole DRML train step, 170x170,
+# 12 AUs, batch 128 (issue 16's table; benchmarks/drml_vs_torch.py):
+# 'grouped' 7,254 img/s float32 and 10,019 bfloat16, 'unrolled' 5,649 and
+# 7,805 (cuDNN runs the 64 patch convs as one grouped conv).
+# 'auto' (the default) picks by backend from these measurements: 'grouped'
+# on GPU, 'unrolled' elsewhere (TPU unmeasured).
 IMPLEMENTATIONS = ('unrolled', 'einsum', 'shifted', 'grouped')
+AUTO_BY_BACKEND = {'gpu': 'grouped', 'cuda': 'grouped', 'rocm': 'grouped'}
+AUTO_DEFAULT = 'unrolled'
+
+
+def resolve_implementation(implementation: str,
+                           backend: str | None = None) -> str:
+  """'auto' -> the measured fastest formulation for `backend` (default:
+  jax.default_backend()); any name in IMPLEMENTATIONS is returned as is."""
+  if implementation == 'auto':
+    backend = backend or jax.default_backend()
+    return AUTO_BY_BACKEND.get(backend, AUTO_DEFAULT)
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(
+        f'Unknown region layer implementation {implementation!r}; '
+        f"choose 'auto' or one of {IMPLEMENTATIONS}.")
+  return implementation
+
+
+def canonical_dtype(dtype: Any) -> jnp.dtype:
+  """A compute dtype from a config value: 'float32', 'bfloat16', 'float16'
+  or a numpy/jnp dtype. Anything else is refused by name."""
+  try:
+    result = jnp.dtype(dtype)
+  except TypeError as error:
+    raise ValueError(f'Unknown compute dtype {dtype!r}; use float32, '
+                     'bfloat16 or float16.') from error
+  if result not in (jnp.float32, jnp.bfloat16, jnp.float16):
+    raise ValueError(f'Compute dtype {dtype!r} is not a float type; use '
+                     'float32, bfloat16 or float16.')
+  return result
 
 
 def _conv3x3(patch: Array, kernel: Array) -> Array:
@@ -141,18 +175,20 @@ class RegionLayer(nn.Module):
 
   Attributes:
     grid: (gh, gw) patches along height and width (8x8 in DRML).
-    implementation: how the per-patch convs are computed, one of
-      IMPLEMENTATIONS; all give the same outputs for the same parameters.
+    implementation: how the per-patch convs are computed: 'auto' (by
+      backend, see resolve_implementation) or one of IMPLEMENTATIONS; all
+      give the same outputs for the same parameters.
     affine_norm: give the patch batch-norm a learned scale and shift (the
       public ports' variant; the authors' Caffe BN has none).
     axis_name: pmap axis over which batch-norm statistics are averaged.
     momentum, epsilon: batch-norm running-average momentum and epsilon
       (flax's 0.99; Caffe's BN layer defaults to a 0.999 moving-average
       fraction, a deviation that only affects the eval-time statistics).
-    dtype: compute dtype (parameters stay float32).
+    dtype: compute dtype, a dtype or its name ('bfloat16'); parameters and
+      batch-norm statistics stay float32.
   """
   grid: tuple[int, int] = (8, 8)
-  implementation: str = 'unrolled'
+  implementation: str = 'auto'
   affine_norm: bool = False
   axis_name: str | None = None
   momentum: float = 0.99
@@ -163,10 +199,8 @@ class RegionLayer(nn.Module):
   def __call__(self, x: Array, train: bool) -> Array:
     if x.ndim != 4:
       raise ValueError(f'RegionLayer expects [B, H, W, C], got {x.shape}.')
-    if self.implementation not in _PATCH_CONVS:
-      raise ValueError(
-          f'Unknown region layer implementation {self.implementation!r}; '
-          f'choose one of {IMPLEMENTATIONS}.')
+    implementation = resolve_implementation(self.implementation)
+    dtype = canonical_dtype(self.dtype)
     b, h, w, c = x.shape
     gh, gw = self.grid
     if h % gh or w % gw:
@@ -181,18 +215,17 @@ class RegionLayer(nn.Module):
         use_running_average=not train, axis=(1, 3, 5),
         use_scale=self.affine_norm, use_bias=self.affine_norm,
         momentum=self.momentum, epsilon=self.epsilon,
-        axis_name=self.axis_name, dtype=self.dtype,
+        axis_name=self.axis_name, dtype=dtype,
         name='patch_norm')(patches)
     activated = nn.relu(normed)
     kernel = self.param('kernel', region_kernel_init, (gh, gw, 3, 3, c, c))
     bias = self.param('bias', nn.initializers.zeros, (gh, gw, c))
-    grid_major = activated.astype(self.dtype).transpose(1, 3, 0, 2, 4, 5)
-    out = _PATCH_CONVS[self.implementation](
-        grid_major, kernel.astype(self.dtype))
-    out = out + bias.astype(self.dtype)[:, :, None, None, None, :]
+    grid_major = activated.astype(dtype).transpose(1, 3, 0, 2, 4, 5)
+    out = _PATCH_CONVS[implementation](grid_major, kernel.astype(dtype))
+    out = out + bias.astype(dtype)[:, :, None, None, None, :]
     out = out.transpose(2, 0, 3, 1, 4, 5).reshape(b, h, w, c)
     # Identity addition of the whole (un-normalised) input map, then ReLU.
-    return nn.relu(out + x.astype(self.dtype))
+    return nn.relu(out + x.astype(dtype))
 
 
 def local_response_norm(x: Array, size: int = 5, alpha: float = 1e-4,
@@ -204,11 +237,15 @@ def local_response_norm(x: Array, size: int = 5, alpha: float = 1e-4,
   alpha by size; TensorFlow's lrn does not). x: [..., C] -> [..., C].
   """
   channels = x.shape[-1]
+  # The sum of squares and the power run in float32 (fused, so no extra
+  # memory traffic): in bfloat16, k + alpha / size * window rounds to k.
+  dtype = x.dtype
+  x = x.astype(jnp.promote_types(dtype, jnp.float32))
   before = (size - 1) // 2
   squared = jnp.pad(jnp.square(x),
                     [(0, 0)] * (x.ndim - 1) + [(before, size - 1 - before)])
   window = sum(squared[..., i:i + channels] for i in range(size))
-  return x / (k + (alpha / size) * window) ** beta
+  return (x / (k + (alpha / size) * window) ** beta).astype(dtype)
 
 
 class LocalResponseNorm(nn.Module):
