@@ -119,7 +119,7 @@ def reals(low: float, high: float | None = None, low_open: bool = False,
   else:
     valid = (f'a number in {"(" if low_open else "["}{low}, {high}'
              f'{")" if high_open else "]"}')
-  return Rule(ok, valid, bad)
+  return Rule(ok, valid, low - 1.0 if bad is None else bad)
 
 
 def choice(*options: Any, bad: Any = 'no_such_option') -> Rule:
