@@ -75,11 +75,13 @@ def test_feature_map_is_input_over_32_rounded_up(size, grid):
 def test_classifier_model_trains_batch_norm_and_names_output():
   model = resnet.Model(num_aus=5, depth=18, width=4)
   batch = {'image': jax.random.normal(jax.random.key(1), (3, 32, 32, 3))}
-  variables = model.init(jax.random.key(0), batch, False)
+  variables = jax.jit(model.init, static_argnums=2)(
+      jax.random.key(0), batch, False)
   assert set(variables['params']) == {'stem', 'output'}
   assert variables['params']['output']['kernel'].shape == (32, 5)
-  (logits, aux), updates = model.apply(variables, batch, True,
-                                       mutable=['batch_stats'])
+  (logits, aux), updates = jax.jit(
+      lambda v, b: model.apply(v, b, True, mutable=['batch_stats']))(
+          variables, batch)
   assert logits.shape == (3, 5) and logits.dtype == jnp.float32
   assert aux['features'].shape == (3, 32)
   assert np.all(np.isfinite(logits))
