@@ -127,11 +127,12 @@ class Model(nn.Module):
     flatten = lambda x: x.reshape(x.shape[0], -1)
     dropout = lambda: nn.Dropout(self.dropout_rate, deterministic=not train)
     if fusion in ('rgb', 'flow', 'channels', 'horizontal'):
-      x = {'rgb': rgb, 'flow': flow,
-           'channels': None if flow is None else jnp.concatenate(
-               [rgb, flow], axis=-1),
-           'horizontal': None if flow is None else jnp.concatenate(
-               [rgb, flow], axis=2)}[fusion]
+      if fusion == 'rgb':
+        x = rgb
+      elif fusion == 'flow':
+        x = flow
+      else:  # Channels: [B, H, W, 6]; horizontal: [B, H, 2W, 3].
+        x = jnp.concatenate([rgb, flow], axis=-1 if fusion == 'channels' else 2)
       features = vgg.fully_connected(
           self, flatten(encoder('encoder')(x)), train)
     else:
@@ -161,8 +162,7 @@ class Model(nn.Module):
     return logits, aux
 
 
-def _duplicate_rows(kernel: Array, target_rows: int, channels: int,
-                    axis: str) -> Array:
+def _duplicate_rows(kernel: Array, channels: int, axis: str) -> Array:
   """[h*w*c, N] -> [2*h*w*c, N] with the second half a copy of the first.
 
   axis 'width': the input map was [h, 2w, c] (horizontal: rgb left, flow
@@ -171,9 +171,6 @@ def _duplicate_rows(kernel: Array, target_rows: int, channels: int,
   """
   kernel = np.asarray(kernel)
   rows, units = kernel.shape
-  if target_rows != 2 * rows:
-    raise ValueError(f'init_from: cannot widen a {rows}-row kernel to '
-                     f'{target_rows} rows (expected {2 * rows}).')
   if axis == 'features':
     return np.concatenate([kernel, kernel], axis=0)
   side = int(round(np.sqrt(rows // channels)))
@@ -235,7 +232,8 @@ def adapt_params(model: Model, source: PyTree, target: PyTree) -> PyTree:
   if 'encoder' in mapped:
     kernel = mapped['encoder']['conv1_1']['kernel']
     wanted = target['encoder']['conv1_1']['kernel'].shape
-    if kernel.shape != wanted and wanted[2] == 2 * kernel.shape[2]:
+    if (kernel.shape[3] == wanted[3]
+        and wanted[2] == 2 * kernel.shape[2]):
       mapped['encoder'] = dict(mapped['encoder'])
       mapped['encoder']['conv1_1'] = dict(
           mapped['encoder']['conv1_1'],
@@ -246,9 +244,9 @@ def adapt_params(model: Model, source: PyTree, target: PyTree) -> PyTree:
       continue
     kernel = mapped[name]['kernel']
     wanted = target[name]['kernel'].shape
-    if kernel.shape != tuple(wanted):
+    if kernel.shape[1] == wanted[1] and wanted[0] == 2 * kernel.shape[0]:
       mapped[name] = dict(mapped[name], kernel=_duplicate_rows(
-          kernel, wanted[0], channels, axis))
+          kernel, channels, axis))
   if 'output' in mapped and (mapped['output']['kernel'].shape !=
                              tuple(target['output']['kernel'].shape)):
     del mapped['output']
