@@ -26,6 +26,10 @@ selective learning and lambda = 1. Published: 61.0 mean F1 on BP4D (3-fold,
 table 1), 56.9 on DISFA (fine-tuned from the best BP4D model: set
 --config.dataset=disfa and an `init_from` with dataset='bp4d').
 
+Deviation in every variant: no random rotation (section 4.1.2; angle not
+stated): the input pipeline has no rotation transform yet. Mean/std of the
+input normalisation are not stated: ImageNet's.
+
 Table 3 ablation rows from this config: Stem-Net = stage_order up to 'stem'
 (with selective_learning=False for the row without SL), + L-Net = up to
 'lnet', LP-Net = all four stages.
@@ -35,8 +39,7 @@ Variants (`get_config(arg)`):
           96 from resize 108 (k = 3x3 = 9 local features instead of 49);
           ResNet-34 at width 16 (channels 16-128, f_au and f_s 128-d); LSTM
           hidden 64; batch 32 and a few hundred steps per stage; per-AU
-          thresholds tuned on validation; no rotation augmentation (the
-          input pipeline has none yet).
+          thresholds tuned on validation.
   paper   the paper's sizes on BP4D/aligned (eye-centre aligned faces):
           ResNet-34 (21.3M stem parameters), 224 crop from 240 (k = 49),
           batch 100, 30 epochs per stage (~28,000 steps on a BP4D fold);
