@@ -72,9 +72,8 @@ def test_killed_worker_ends_build_naming_subject(tmp_path, monkeypatch):
   out = tmp_path / 'out'
   with pytest.raises(frames.BuildWorkerError,
                      match='subject M009 .*killed by SIGKILL'):
-    build('bp4d', frames_root := dummy_copy(tmp_path, 'bp4d'), out,
-          monkeypatch, workers='2', fault='M009:kill')
-  del frames_root
+    build('bp4d', dummy_copy(tmp_path, 'bp4d'), out, monkeypatch,
+          workers='2', fault='M009:kill')
   assert leftovers(out, 'bp4d') == ([], [])
 
 
@@ -119,8 +118,9 @@ def test_script_on_stdin_fails_fast_naming_cause(tmp_path):
 
 
 def test_synthetic_render_worker_killed_is_an_error(monkeypatch):
-  from data_builders.synthetic_au import config as config_lib  # pylint: disable=g-import-not-at-top
-  from data_builders.synthetic_au import generate  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from data_builders.synthetic_au import config as config_lib
+  from data_builders.synthetic_au import generate
   monkeypatch.setenv(frames.FAULT_ENV, 'S02:kill')
   config = config_lib.get('tiny')
   with pytest.raises(RuntimeError, match='render worker died.*S02'):

@@ -357,7 +357,6 @@ class WorkerRunner:
     self.scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX.format(name=name),
                                     dir=scratch_root)
     self.processes: dict[str, Any] = {}
-    self.closed = False
 
   def _path(self, split: str, suffix: str) -> str:
     return os.path.join(self.scratch, f'{self.order.index(split)}.{suffix}')
@@ -403,8 +402,12 @@ class WorkerRunner:
              f'(pid {process.pid})')
     error_path = self._path(split, 'error')
     if os.path.exists(error_path):
-      with open(error_path, 'rb') as f:
-        error, text = pickle.load(f)
+      try:
+        with open(error_path, 'rb') as f:
+          error, text = pickle.load(f)
+      except Exception as e:  # pylint: disable=broad-except
+        # Some exception types cannot be rebuilt from their pickle.
+        error, text = RuntimeError(f'(error report unreadable: {e!r})'), ''
       failure = BuildWorkerError(f'{where} failed: {type(error).__name__}: '
                                  f'{error}')
       failure.__cause__ = error
@@ -416,9 +419,9 @@ class WorkerRunner:
         signal_name = signal.Signals(-code).name
       except ValueError:
         signal_name = f'signal {-code}'
-      hint = (' (the kernel\'s out-of-memory killer sends SIGKILL: fewer '
-              'workers, AU_JAX_BUILD_WORKERS, use less memory)'
-              if -code == signal.SIGKILL else '')
+      hint = (' (out of memory? The kernel\'s OOM killer sends SIGKILL: '
+              'lower AU_JAX_BUILD_WORKERS)' if -code == signal.SIGKILL
+              else '')
       return BuildWorkerError(f'{where} was killed by {signal_name}{hint}; '
                               'the build stopped and its scratch is removed.')
     if not os.path.exists(self._path(split, 'started')):
@@ -464,7 +467,6 @@ class WorkerRunner:
     for process in self.processes.values():
       process.join()
     shutil.rmtree(self.scratch, ignore_errors=True)
-    self.closed = True
 
 
 def _main_hint() -> str:
