@@ -113,7 +113,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def torchvision_names(depth: int = 16) -> dict[str, str]:
-  """au_jax layer name -> torchvision module prefix ('conv1_1': 'features.0')."""
+  """au_jax layer name -> torchvision prefix ('conv1_1': 'features.0')."""
   names, index = {}, 0
   for block, count in enumerate(vgg.BLOCKS[depth]):
     for conv in range(count):
@@ -174,7 +174,7 @@ def load_vgg(path: str, params: PyTree, depth: int = 16,
   Raises:
     ValueError: unknown layout, a missing or unexpected key (e.g. a
       batch-norm VGG), or a shape that does not match the model (e.g. a
-      narrow `width`); each message names the file and key.
+      narrow `width_multiplier`); each message names the file and key.
   """
   arrays = read_arrays(path)
   if layout == 'auto':
@@ -202,7 +202,7 @@ def load_vgg(path: str, params: PyTree, depth: int = 16,
         raise ValueError(
             f'{path}: {names[name]}.{"weight" if key == "kernel" else "bias"}'
             f' gives {name}/{key} of shape {value.shape}; the model has '
-            f'{wanted} (is config.model.width 1.0?).')
+            f'{wanted} (is config.model.width_multiplier 1.0?).')
     return {'kernel': np.ascontiguousarray(kernel), 'bias': bias}
 
   new = dict(params)

@@ -69,7 +69,7 @@ def test_frozen_regex_per_fusion():
 
 def test_fusion_output_shapes_and_missing_flow_error():
   for fusion in aunets.FUSIONS:
-    model = aunets.Model(3, fusion=fusion, width=WIDTH)
+    model = aunets.Model(3, fusion=fusion, width_multiplier=WIDTH)
     params = _abstract(model, 32)
     logits, aux = jax.eval_shape(lambda p, b: model.apply(
         {'params': p}, b, train=False), params, _batch(32, batch_size=2))
@@ -77,21 +77,22 @@ def test_fusion_output_shapes_and_missing_flow_error():
     assert aux['two_way_logits'].shape == (2, 3, 2)
     streams = 2 if fusion == 'pi_fc7' else 1
     assert aux['features'].shape == (2, streams * 256)
-  model = aunets.Model(1, fusion='channels', width=WIDTH)
+  model = aunets.Model(1, fusion='channels', width_multiplier=WIDTH)
   image_only = {'image': jnp.zeros((1, 32, 32, 3))}
   with pytest.raises(ValueError, match=r"needs batch\['flow'\]"):
     model.init(jax.random.key(0), image_only, train=False)
   # 'rgb' ignores flow; 'flow' (Alone) needs no image.
-  jax.eval_shape(lambda b: aunets.Model(1, width=WIDTH).init(
+  jax.eval_shape(lambda b: aunets.Model(1, width_multiplier=WIDTH).init(
       jax.random.key(0), b, train=False), image_only)
-  jax.eval_shape(lambda b: aunets.Model(1, fusion='flow', width=WIDTH).init(
-      jax.random.key(0), b, train=False), {'flow': image_only['image']})
+  alone = aunets.Model(1, fusion='flow', width_multiplier=WIDTH)
+  jax.eval_shape(lambda b: alone.init(jax.random.key(0), b, train=False),
+                 {'flow': image_only['image']})
 
 
 @pytest.fixture(scope='module')
 def rgb_source():
   """A trained-RGB stand-in: an RGB AUNet (same layout as a binary VGG)."""
-  model = aunets.Model(1, width=WIDTH)
+  model = aunets.Model(1, width_multiplier=WIDTH)
   batch = _batch(SIZE, abstract=False, batch_size=2)
   params = model.init(jax.random.key(7), batch, train=False)['params']
   return model, params, batch
@@ -99,7 +100,7 @@ def rgb_source():
 
 def test_channels_copies_rgb_filters_for_flow(rgb_source):
   model, source, batch = rgb_source
-  target = aunets.Model(1, fusion='channels', width=WIDTH)
+  target = aunets.Model(1, fusion='channels', width_multiplier=WIDTH)
   mapped = aunets.adapt_params(target, source, _abstract(target, SIZE))
   kernel = mapped['encoder']['conv1_1']['kernel']
   assert kernel.shape == (3, 3, 6, 4)
@@ -116,13 +117,13 @@ def test_channels_copies_rgb_filters_for_flow(rgb_source):
 def test_horizontal_and_pi_conv_duplicate_fc6_rows(rgb_source):
   _, source, _ = rgb_source
   rows = source['fc6']['kernel'].reshape(2, 2, 32, -1)  # pool5 [h, w, c].
-  horizontal = aunets.Model(1, fusion='horizontal', width=WIDTH)
+  horizontal = aunets.Model(1, fusion='horizontal', width_multiplier=WIDTH)
   mapped = aunets.adapt_params(horizontal, source,
                                _abstract(horizontal, SIZE))
   grid = mapped['fc6']['kernel'].reshape(2, 4, 32, -1)  # [rgb | flow] on w.
   np.testing.assert_array_equal(grid[:, :2], rows)
   np.testing.assert_array_equal(grid[:, 2:], rows)
-  pi_conv = aunets.Model(1, fusion='pi_conv', width=WIDTH)
+  pi_conv = aunets.Model(1, fusion='pi_conv', width_multiplier=WIDTH)
   mapped = aunets.adapt_params(pi_conv, source, _abstract(pi_conv, SIZE))
   grid = mapped['fc6']['kernel'].reshape(2, 2, 64, -1)  # rgb, flow channels.
   np.testing.assert_array_equal(grid[:, :, :32], rows)
@@ -134,7 +135,7 @@ def test_horizontal_and_pi_conv_duplicate_fc6_rows(rgb_source):
 
 def test_pi_streams_start_as_copies_and_outputs_reset(rgb_source):
   _, source, batch = rgb_source
-  pi_fc6 = aunets.Model(1, fusion='pi_fc6', width=WIDTH)
+  pi_fc6 = aunets.Model(1, fusion='pi_fc6', width_multiplier=WIDTH)
   mapped = aunets.adapt_params(pi_fc6, source, _abstract(pi_fc6, SIZE))
   assert set(mapped) == {'encoder', 'motion_encoder', 'fc6', 'motion_fc6',
                          'fc7', 'output'}
@@ -149,7 +150,7 @@ def test_pi_streams_start_as_copies_and_outputs_reset(rgb_source):
   inter = state['intermediates']
   np.testing.assert_array_equal(inter['fc6']['__call__'][0],
                                 inter['motion_fc6']['__call__'][0])
-  pi_fc7 = aunets.Model(1, fusion='pi_fc7', width=WIDTH)
+  pi_fc7 = aunets.Model(1, fusion='pi_fc7', width_multiplier=WIDTH)
   mapped = aunets.adapt_params(pi_fc7, source, _abstract(pi_fc7, SIZE))
   assert 'output' not in mapped  # Fan-in doubled: the output starts anew.
   jax.tree.map(np.testing.assert_array_equal, mapped['motion_fc7'],
@@ -160,28 +161,28 @@ def test_adapt_from_hydranet_head_and_pass_through(rgb_source):
   _, source, _ = rgb_source
   hydra = {'encoder': source['encoder'],
            'head_0': {k: source[k] for k in ('fc6', 'fc7', 'output')}}
-  target = aunets.Model(1, width=WIDTH)
+  target = aunets.Model(1, width_multiplier=WIDTH)
   shapes = _abstract(target, SIZE)
   mapped = aunets.adapt_params(target, hydra, shapes)
   jax.tree.map(np.testing.assert_array_equal, mapped, source)
   # A checkpoint already in the fusion's layout passes through unchanged.
-  horizontal = aunets.Model(1, fusion='horizontal', width=WIDTH)
+  horizontal = aunets.Model(1, fusion='horizontal', width_multiplier=WIDTH)
   once = aunets.adapt_params(horizontal, source, _abstract(horizontal, SIZE))
   twice = aunets.adapt_params(horizontal, once, _abstract(horizontal, SIZE))
   jax.tree.map(np.testing.assert_array_equal, twice, once)
   two_heads = caud.join_heads([hydra, hydra])
   with pytest.raises(ValueError, match='2 heads'):
     aunets.adapt_params(target, two_heads, shapes)
-  wide = aunets.Model(1, width=2 * WIDTH)
+  wide = aunets.Model(1, width_multiplier=2 * WIDTH)
   with pytest.raises(ValueError, match='shape'):
     aunets.adapt_params(wide, source, _abstract(wide, SIZE))
 
 
 def test_emonet_output_is_not_carried_over():
-  emonet = jax.eval_shape(lambda b: vgg.Model(8, width=WIDTH).init(
+  emonet = jax.eval_shape(lambda b: vgg.Model(8, width_multiplier=WIDTH).init(
       jax.random.key(0), b, train=False), {'image': _batch(32)['image']})
   emonet = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), emonet)
-  target = aunets.Model(1, width=WIDTH)
+  target = aunets.Model(1, width_multiplier=WIDTH)
   mapped = aunets.adapt_params(target, emonet['params'], _abstract(target, 32))
   assert set(mapped) == {'encoder', 'fc6', 'fc7'}
 

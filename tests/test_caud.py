@@ -43,14 +43,14 @@ def test_hydranet_sizes_at_full_size():
 
 @pytest.fixture(scope='module')
 def three_heads():
-  model = caud.Model(3, width=WIDTH)
+  model = caud.Model(3, width_multiplier=WIDTH)
   batch = {'image': jax.random.normal(jax.random.key(1), (4, 32, 32, 3))}
   params = model.init(jax.random.key(0), batch, train=False)['params']
   return params, batch
 
 
 def _logits(num_aus, params, batch):
-  model = caud.Model(num_aus, width=WIDTH)
+  model = caud.Model(num_aus, width_multiplier=WIDTH)
   return np.asarray(jax.jit(lambda p, b: model.apply(
       {'params': p}, b, train=False)[0])(params, batch))
 
@@ -89,9 +89,10 @@ def test_per_au_runs_join_into_one_pass_model(three_heads):
 
 def test_adapt_params_starts_every_head_from_emonet_fc_layers(three_heads):
   params, batch = three_heads
-  emonet = vgg.Model(8, width=WIDTH)
+  emonet = vgg.Model(8, width_multiplier=WIDTH)
   source = emonet.init(jax.random.key(5), batch, train=False)['params']
-  mapped = caud.adapt_params(caud.Model(3, width=WIDTH), source, params)
+  mapped = caud.adapt_params(caud.Model(3, width_multiplier=WIDTH), source,
+                             params)
   assert set(mapped) == {'encoder', 'head_0', 'head_1', 'head_2'}
   for index in range(3):
     assert set(mapped[f'head_{index}']) == {'fc6', 'fc7'}  # Output: own.
@@ -99,10 +100,11 @@ def test_adapt_params_starts_every_head_from_emonet_fc_layers(three_heads):
                                   source['fc6']['kernel'])
   np.testing.assert_array_equal(mapped['encoder']['conv1_1']['kernel'],
                                 source['encoder']['conv1_1']['kernel'])
-  wide = jax.eval_shape(lambda b: caud.Model(1, width=2 * WIDTH).init(
+  wide_model = caud.Model(1, width_multiplier=2 * WIDTH)
+  wide = jax.eval_shape(lambda b: wide_model.init(
       jax.random.key(0), b, train=False), batch)['params']
   with pytest.raises(ValueError, match=r"'encoder'\]\['conv1_1'\].*shape"):
-    caud.adapt_params(caud.Model(1, width=2 * WIDTH), source, wide)
+    caud.adapt_params(wide_model, source, wide)
 
 
 def test_frozen_trunk_joint_heads_get_their_isolated_gradients(three_heads):
@@ -111,7 +113,7 @@ def test_frozen_trunk_joint_heads_get_their_isolated_gradients(three_heads):
   config = ml_collections.ConfigDict({'aus': [1, 2, 4]})
 
   def head_grads(num_aus, tree, columns):
-    model = caud.Model(num_aus, width=WIDTH)
+    model = caud.Model(num_aus, width_multiplier=WIDTH)
 
     def loss(heads):
       outputs = model.apply({'params': {**tree, **heads}}, batch, train=False)

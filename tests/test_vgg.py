@@ -46,7 +46,7 @@ def test_parameter_counts_equal_the_standard_definitions():
 def test_create_with_width_multiplier_runs_a_tiny_forward_pass():
   config = ml_collections.ConfigDict({
       'model_name': 'vgg', 'aus': list(range(8)),
-      'model': {'width': 1 / 16, 'dropout_rate': 0.5}})
+      'model': {'width_multiplier': 1 / 16, 'dropout_rate': 0.5}})
   model = models.create(config)
   batch = {'image': jax.random.normal(jax.random.key(1), (2, 32, 32, 3))}
   variables = init(model, batch)
@@ -64,7 +64,7 @@ def test_create_with_width_multiplier_runs_a_tiny_forward_pass():
 
 
 def test_two_way_output_returns_the_score_difference():
-  model = vgg.Model(3, width=1 / 16, two_way_output=True)
+  model = vgg.Model(3, width_multiplier=1 / 16, two_way_output=True)
   batch = {'image': jax.random.normal(jax.random.key(1), (2, 32, 32, 3))}
   variables = init(model, batch)
   assert variables['params']['output']['kernel'].shape == (256, 6)
@@ -78,7 +78,7 @@ def test_two_way_output_returns_the_score_difference():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
-  model = vgg.Model(2, width=1 / 16, dtype=jnp.bfloat16)
+  model = vgg.Model(2, width_multiplier=1 / 16, dtype=jnp.bfloat16)
   batch = {'image': jnp.ones((1, 32, 32, 3))}
   variables = init(model, batch)
   assert all(leaf.dtype == jnp.float32
@@ -89,7 +89,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
 
 def test_bad_image_shape_is_a_clear_error():
   with pytest.raises(ValueError, match=r'\[B, H, W, 3\]'):
-    vgg.Model(2, width=1 / 16).init(
+    vgg.Model(2, width_multiplier=1 / 16).init(
         jax.random.key(0), {'image': jnp.ones((1, 32, 32))}, train=False)
 
 
@@ -150,7 +150,7 @@ def torch_reference():
 
 
 def _loaded_logits(path, image, **kwargs):
-  model = vgg.Model(5, width=WIDTH)
+  model = vgg.Model(5, width_multiplier=WIDTH)
   params = init(model, {'image': image})
   params = weights.load_vgg(str(path), params['params'], include_output=True,
                             **kwargs)
@@ -197,7 +197,8 @@ def test_loader_refuses_pickles_and_mismatches(torch_reference, tmp_path):
   with pytest.raises(ValueError, match=r"bn\.npz.*features\.1\.running_mean"):
     _loaded_logits(tmp_path / 'bn.npz', image)
   np.savez(tmp_path / 'vgg.npz', **state)
-  wide = vgg.Model(5, width=WIDTH * 2)
+  wide = vgg.Model(5, width_multiplier=WIDTH * 2)
   params = jax.eval_shape(lambda b: init(wide, b), {'image': image})
-  with pytest.raises(ValueError, match=r'vgg\.npz: features\.0\.weight.*conv1_1'):
+  with pytest.raises(ValueError,
+                     match=r'vgg\.npz: features\.0\.weight.*conv1_1'):
     weights.load_vgg(str(tmp_path / 'vgg.npz'), params['params'])

@@ -10,7 +10,8 @@ z_present - z_absent. Per AU it is averaged over the frames whose label is
 known (-1 unknown masked, as Caffe's SoftmaxWithLoss with an ignore label
 normalises by the valid count), and the AUs' means are summed:
 
-  L = sum_c (1 / |K_c|) sum_{n in K_c} CE(logit_nc, y_nc),  K_c = {n: y_nc != -1}
+  L = sum_c (1 / |K_c|) sum_{n in K_c} CE(logit_nc, y_nc),
+  K_c = {n: y_nc != -1}
 
 Summing per-AU means (rather than one mean over all labels) keeps each
 head's gradient what it would be if that AU were trained alone, which the

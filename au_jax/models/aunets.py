@@ -32,7 +32,7 @@ z_present - z_absent (vgg.py), num_aus = 1 per AU model in the paper.
 Named deviations: the layer fed by a concatenation (fc6 in horizontal and
 pi_conv, fc7 in pi_fc6) starts with the RGB weights copied for both halves,
 as the paper states for horizontal ("replicating the pre-trained weights");
-it does not say how pi_conv/pi_fc6 initialise it. `width` narrows the
+it does not say how pi_conv/pi_fc6 initialise it. `width_multiplier` narrows the
 network for CPU/test variants.
 """
 
@@ -79,14 +79,15 @@ class Model(nn.Module):
   Attributes:
     num_aus: outputs (1 per AU model as in the paper).
     fusion: one of FUSIONS (module docstring).
-    depth, width, fc_width, dropout_rate, two_way_output: as vgg.Model.
+    depth, width_multiplier, fc_width, dropout_rate, two_way_output: as
+      vgg.Model.
     axis_name: accepted for the model contract; VGG has no batch-norm.
     dtype: compute dtype; parameters and returned arrays stay float32.
   """
   num_aus: int
   fusion: str = 'rgb'
   depth: int = 16
-  width: float = 1.0
+  width_multiplier: float = 1.0
   fc_width: int = vgg.FC_WIDTH
   dropout_rate: float = 0.5
   two_way_output: bool = True
@@ -122,8 +123,8 @@ class Model(nn.Module):
     """
     fusion = _check_fusion(self.fusion)
     rgb, flow = self._inputs(batch)
-    encoder = lambda name: vgg.Encoder(self.depth, self.width, self.dtype,
-                                       name=name)
+    encoder = lambda name: vgg.Encoder(
+        self.depth, self.width_multiplier, self.dtype, name=name)
     flatten = lambda x: x.reshape(x.shape[0], -1)
     dropout = lambda: nn.Dropout(self.dropout_rate, deterministic=not train)
     if fusion in ('rgb', 'flow', 'channels', 'horizontal'):
@@ -228,7 +229,7 @@ def adapt_params(model: Model, source: PyTree, target: PyTree) -> PyTree:
         continue
       mapped[target_name] = jax.tree.map(np.asarray, layer)
   # Widen the fused or extra-input layers where the shapes say so.
-  channels = vgg.scaled(vgg.BLOCK_WIDTHS[-1], model.width)
+  channels = vgg.scaled(vgg.BLOCK_WIDTHS[-1], model.width_multiplier)
   if 'encoder' in mapped:
     kernel = mapped['encoder']['conv1_1']['kernel']
     wanted = target['encoder']['conv1_1']['kernel'].shape

@@ -25,7 +25,7 @@ single 'head_0' trees `join_heads` merges into the joined model.
 
 Named deviations: the binary output is a 2-way softmax per head as in the
 AUNets code (reference/architectures.md); the thesis says only "binary".
-`width` narrows the network for CPU/test variants (see vgg.py).
+`width_multiplier` narrows the network for CPU/test variants (see vgg.py).
 """
 
 from typing import Any, Sequence
@@ -50,7 +50,7 @@ def head_name(index: int) -> str:
 
 class Head(nn.Module):
   """One AU's FC stack: fc6 -> fc7 -> 2-way (or 1-logit) output."""
-  width: float = 1.0
+  width_multiplier: float = 1.0
   fc_width: int = vgg.FC_WIDTH
   dropout_rate: float = 0.5
   two_way_output: bool = True
@@ -71,13 +71,14 @@ class Model(nn.Module):
 
   Attributes:
     num_aus: number of heads (AUs); output i is config.aus[i].
-    depth, width, fc_width, dropout_rate, two_way_output: as vgg.Model.
+    depth, width_multiplier, fc_width, dropout_rate, two_way_output: as
+      vgg.Model.
     axis_name: accepted for the model contract; VGG has no batch-norm.
     dtype: compute dtype; parameters and returned arrays stay float32.
   """
   num_aus: int
   depth: int = 16
-  width: float = 1.0
+  width_multiplier: float = 1.0
   fc_width: int = vgg.FC_WIDTH
   dropout_rate: float = 0.5
   two_way_output: bool = True
@@ -97,11 +98,12 @@ class Model(nn.Module):
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(
           f"CAUD expects batch['image'] of shape [B, H, W, 3], got {x.shape}.")
-    x = vgg.Encoder(self.depth, self.width, self.dtype, name=ENCODER)(x)
+    x = vgg.Encoder(self.depth, self.width_multiplier, self.dtype,
+                    name=ENCODER)(x)
     features = x.reshape(x.shape[0], -1)
     logits, scores = [], []
     for index in range(self.num_aus):
-      logit, z = Head(self.width, self.fc_width, self.dropout_rate,
+      logit, z = Head(self.width_multiplier, self.fc_width, self.dropout_rate,
                       self.two_way_output, self.dtype,
                       name=head_name(index))(features, train)
       logits.append(logit)

@@ -15,9 +15,9 @@ VGG-16 with an 8-emotion output 134,293,320; a binary 2-way AU output
 134,268,738 (AUNets table 3: "134m").
 
 Named deviations:
-  * `width`: multiplies every conv and FC width (1.0 = the paper). CPU and
-    test variants use narrow networks (e.g. 0.125) so a step takes
-    milliseconds; such a network cannot load ImageNet weights.
+  * `width_multiplier`: multiplies every conv and FC width (1.0 = the
+    paper). CPU and test variants use narrow networks (e.g. 0.125) so a step
+    takes milliseconds; such a network cannot load ImageNet weights.
   * Flatten order: pool5 is flattened in HWC order (flax) instead of Caffe's
     and PyTorch's CHW; au_jax/weights.py permutes fc6's rows when it loads
     ImageNet weights, so converted networks compute the same function.
@@ -49,9 +49,9 @@ conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 dense_init = nn.initializers.normal(0.01)
 
 
-def scaled(channels: int, width: float) -> int:
+def scaled(channels: int, width_multiplier: float) -> int:
   """A layer's width under the width multiplier (at least 1)."""
-  return max(1, int(round(channels * width)))
+  return max(1, int(round(channels * width_multiplier)))
 
 
 def conv_names(depth: int = 16) -> list[str]:
@@ -68,23 +68,23 @@ class Encoder(nn.Module):
 
   Attributes:
     depth: 16 or 19.
-    width: multiplier on every block width (1.0 = VGG).
+    width_multiplier: multiplier on every block width (1.0 = VGG).
     dtype: compute dtype.
   """
   depth: int = 16
-  width: float = 1.0
+  width_multiplier: float = 1.0
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    """x: [B, H, W, C_in] -> pool5 [B, H / 32, W / 32, 512 * width]."""
+    """x: [B, H, W, C_in] -> pool5 [B, H/32, W/32, 512 * width_multiplier]."""
     if self.depth not in BLOCKS:
       raise ValueError(
           f'VGG depth {self.depth}: expected one of {sorted(BLOCKS)}.')
     x = x.astype(self.dtype)
     for block, count in enumerate(BLOCKS[self.depth]):
       for index in range(count):
-        x = nn.Conv(scaled(BLOCK_WIDTHS[block], self.width), (3, 3),
+        x = nn.Conv(scaled(BLOCK_WIDTHS[block], self.width_multiplier), (3, 3),
                     padding=1, dtype=self.dtype, kernel_init=conv_init,
                     name=f'conv{block + 1}_{index + 1}')(x)
         x = nn.relu(x)
@@ -124,9 +124,10 @@ class Model(nn.Module):
   Attributes:
     num_aus: output width (number of AUs, or classes in a classify run).
     depth: 16 (the papers) or 19.
-    width: multiplier on conv and FC widths (1.0 = paper; named deviation).
-    fc_width: fc6/fc7 units before `width` (thesis table 4: 4096 best of
-      4096, 2048, 1024).
+    width_multiplier: multiplier on conv and FC widths (1.0 = paper; named
+      deviation).
+    fc_width: fc6/fc7 units before `width_multiplier` (thesis table 4: 4096
+      best of 4096, 2048, 1024).
     dropout_rate: after fc6 and fc7 (VGG: 0.5).
     two_way_output: 2-way softmax per output (AUNets' binary output); the
       returned logit is the score difference (module docstring).
@@ -135,7 +136,7 @@ class Model(nn.Module):
   """
   num_aus: int
   depth: int = 16
-  width: float = 1.0
+  width_multiplier: float = 1.0
   fc_width: int = FC_WIDTH
   dropout_rate: float = 0.5
   two_way_output: bool = False
@@ -148,13 +149,15 @@ class Model(nn.Module):
     """batch['image']: [B, H, W, 3] float32 normalised (224x224 in the papers).
 
     Returns (logits [B, num_aus] float32, aux) with aux['features'] the fc7
-    output [B, fc_width * width] and, with two_way_output, 'two_way_logits'.
+    output [B, fc_width * width_multiplier] and, with two_way_output,
+    'two_way_logits'.
     """
     x = batch['image']
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(
           f"VGG expects batch['image'] of shape [B, H, W, 3], got {x.shape}.")
-    x = Encoder(self.depth, self.width, self.dtype, name='encoder')(x)
+    x = Encoder(self.depth, self.width_multiplier, self.dtype,
+                name='encoder')(x)
     features = fully_connected(self, x.reshape(x.shape[0], -1), train)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
     z = output_layer(self.num_aus, self.two_way_output, self.dtype)(x)
@@ -168,18 +171,18 @@ def fully_connected(module: nn.Module, x: Array, train: bool,
   """VGG's FC layers (ReLU; dropout between them), built inside `module`.
 
   Call from a compact `__call__` (the layers attach to `module`, which needs
-  the fields width, fc_width, dropout_rate and dtype). Two-stream AUNets
-  build their motion stream with names ('motion_fc6', ...) and a fused fc7
-  with names ('fc7',).
+  the fields width_multiplier, fc_width, dropout_rate and dtype). Two-stream
+  AUNets build their motion stream with names ('motion_fc6', ...) and a
+  fused fc7 with names ('fc7',).
 
   Args:
     x: [B, F] input of the first named layer.
 
   Returns:
     The last layer's output after ReLU, before its dropout:
-    [B, fc_width * width].
+    [B, fc_width * width_multiplier].
   """
-  units = scaled(module.fc_width, module.width)
+  units = scaled(module.fc_width, module.width_multiplier)
   for index, name in enumerate(names):
     if index:
       x = nn.Dropout(module.dropout_rate, deterministic=not train)(x)

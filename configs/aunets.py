@@ -1,0 +1,170 @@
+r"""AUNets: one binary VGG-16 per AU, optionally fused with optical flow.
+
+Paper: ../shared/papers/aunets_2017.txt sec. 3.2.2-3.3, 4.1 (solver 4.1.2,
+tables 1-4); facts in ../shared/reference/architectures.md. Model:
+au_jax/models/aunets.py (fusion variants and their sizes); loss:
+au_jax/methods/aunets.py (2-way softmax per AU). Run (EmoNet first):
+
+  python -m au_jax.main --config=configs/emonet.py               # EmoNet
+  python -m au_jax.main --config=configs/aunets.py               # CPU, RGB
+  python -m au_jax.main --config=configs/aunets.py:cpu-horizontal
+  python -m au_jax.main --config=configs/aunets.py:paper         # BP4D
+  python -m au_jax.main --config=configs/aunets.py:paper-pi_fc6
+  python -m au_jax.main --config=configs/aunets.py:test
+
+A variant may end in '-<fusion>' (rgb, flow, channels, horizontal, pi_conv,
+pi_fc6, pi_fc7); that sets model.fusion, `flow` (the input pipeline adds
+batch['flow'], AUNets' flow image) and `frozen` (the RGB stream up to the
+fusion point in the pi fusions, paper table 3) together. Set fusion only
+this way, not with --config.model.fusion alone.
+
+One model per AU (one_model_per=('au',)), each from the EmoNet run of its
+fold (`init_from`; aunets.adapt_params copies conv1_1's RGB filters for
+flow, duplicates fc6/fc7 rows of fused layers and copies the RGB stream
+into the motion stream); Adam 1e-4, betas (0.5, 0.999), linear decay to 0
+over 12 epochs, best checkpoint (early stop) by validation F1; the fold's
+result stacks the per-AU models. Median smoothing of each video's binary
+predictions, window tuned on validation (paper: 7 best of {3, ..., 11}).
+The paper starts each AUNet from its AU's trained HydraNet (configs/
+caud.py:paper, one run per AU): set init_from.method='caud' and
+init_from.config='configs/caud.py:paper', au=None (the same AU), for that
+chain. Published: 61.6 mean F1 (RGB), 62.6 (horizontal), 63.0 with median
+window 7 (tables 2, 4; BP4D, 3 folds).
+
+Variants (`get_config(arg)`):
+  (none)  CPU job on synthetic_au/default, fold 1, AUs 1, 12, 15, 23 only.
+          Named deviations: VGG-16 at width 1/8 (fc 512), 64 px crops
+          from 72, EmoNet from configs/emonet.py (CPU, from scratch), Adam
+          lr 1e-3 (not 1e-4) for 400 steps per AU, thresholds tuned on
+          validation, no positive oversampling (the paper jitters positive
+          face boxes until classes balance).
+  paper   BP4D crop faces at 224 (horizontal: 224x448), the paper's solver,
+          batch 32 (not stated), 12 epochs (~36,000 steps per AU and fold).
+  test    tiny shapes, two AUs, a handful of steps for the test suite.
+"""
+
+import ml_collections
+
+from au_jax import aus
+from au_jax.models import aunets
+
+BASE_VARIANTS = ('', 'cpu', 'paper', 'test')
+# Walked by tests/test_config_checks.py; every '<base>-<fusion>' works.
+VARIANTS = BASE_VARIANTS + ('cpu-horizontal', 'paper-pi_fc6', 'test-channels')
+
+
+def emonet_init(variant: str) -> ml_collections.ConfigDict:
+  """init_from: the EmoNet run of this fold (configs/emonet.py:<variant>)."""
+  return ml_collections.ConfigDict(dict(
+      method='classify', dataset='synthetic_au',
+      dataset_config='tiny' if variant == 'test' else 'multiview',
+      # au='none': EmoNet has no AU level in its run directory (runs.py).
+      fold=None, view=None, au='none', stage=None,
+      # RGB stream by name; motion stream and widened layers through
+      # aunets.adapt_params; the 2-way output starts anew.
+      params=r'(motion_)?(encoder|fc6|fc7)/.*',
+      config=f'configs/emonet.py:{variant}'))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant, _, fusion = (arg or '').partition('-')
+  fusion = fusion or 'rgb'
+  if variant not in BASE_VARIANTS or fusion not in aunets.FUSIONS:
+    raise ValueError(
+        f'configs/aunets.py: unknown variant {arg!r}; use one of '
+        f'{BASE_VARIANTS}, optionally followed by -<fusion>, fusion in '
+        f'{aunets.FUSIONS}.')
+  config = ml_collections.ConfigDict()
+  config.method = 'aunets'  # au_jax/methods/aunets.py
+  config.model_name = 'aunets'  # au_jax/models/aunets.py
+  config.model = ml_collections.ConfigDict(dict(
+      fusion=fusion, depth=16, width_multiplier=1.0, fc_width=4096,
+      dropout_rate=0.5, two_way_output=True))  # Binary output: a 2-way softmax.
+  config.flow = aunets.needs_flow(fusion)  # batch['flow'] from the pipeline.
+  config.frozen = aunets.frozen_regex(fusion)
+
+  config.dataset = 'bp4d'
+  config.dataset_config = 'crop'
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  config.aus = aus.BP4D_AUS
+  config.folds = '1,2,3'
+  config.num_validation_subjects = 1  # Sec. 4.1.1: one training subject.
+  config.strict_folds = True
+  config.max_validation_frames = 2000
+
+  config.resize_size = 240
+  config.crop_size = 224
+  config.flip = True
+  config.pixel_mean = (0.485, 0.456, 0.406)  # As configs/emonet.py.
+  config.pixel_std = (0.229, 0.224, 0.225)
+
+  # Sec. 4.1.2: Adam, betas (0.5, 0.999), lr 1e-4 decaying linearly to 0
+  # over 12 epochs, early stop on validation F1.
+  config.optimizer = 'adam'
+  config.learning_rate = 1e-4
+  config.momentum = 0.9
+  config.weight_decay = 0.0  # 5e-3 for the FERA 2017 per-view models.
+  config.adam_b1 = 0.5
+  config.adam_b2 = 0.999
+  config.lr_schedule = 'linear'
+  config.lr_decay_steps = 0
+  config.lr_decay_factor = 0.1
+  config.lr_mults = ()
+  config.init_from = emonet_init('paper')
+  config.one_model_per = ('au',)
+  config.stage_order = ()
+  config.stages = ml_collections.ConfigDict()
+  config.classify_field = ''
+  config.num_classes = 0
+  config.best_metric = 'f1'
+  config.median_window = 'tune'  # Sec. 4.1.6: 7 best of {3, ..., 11}.
+
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.num_train_steps = 36000
+  config.log_every_steps = 100
+  config.eval_every_steps = 3000  # ~1 epoch.
+  config.checkpoint_every_steps = 1000
+  config.num_workers = 2
+  config.seed = 0
+  config.threshold = 0.5
+  config.tune_thresholds = False
+  config.progress_bar = True
+
+  if variant in ('', 'cpu'):
+    config.dataset = 'synthetic_au'
+    config.dataset_config = 'default'
+    config.aus = (1, 12, 15, 23)
+    config.model.width_multiplier = 1 / 8
+    config.resize_size = 72
+    config.crop_size = 64
+    config.folds = '1'
+    config.init_from = emonet_init('')
+    config.learning_rate = 1e-3
+    config.tune_thresholds = True
+    config.num_train_steps = 400
+    config.log_every_steps = 20
+    config.eval_every_steps = 200
+    config.checkpoint_every_steps = 100
+    config.max_validation_frames = 300
+  elif variant == 'test':
+    config.dataset = 'synthetic_au'
+    config.dataset_config = 'tiny'
+    config.aus = (1, 12)
+    config.model.width_multiplier = 1 / 16
+    config.resize_size = 40
+    config.crop_size = 32
+    config.folds = '1'
+    config.init_from = emonet_init('test')
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 2
+    config.log_every_steps = 1
+    config.eval_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.max_validation_frames = 16
+    config.median_window = 'tune'
+    config.num_workers = 0
+    config.progress_bar = False
+  return config

@@ -1,0 +1,158 @@
+r"""CAUD / HydraNet: frozen EmoNet encoder, one FC head stack per AU.
+
+Papers: ../shared/papers/caud_thesis.txt sec. 4.2, 5.3 (table 4: FC width 4096
+best) and ../shared/papers/aunets_2017.txt sec. 3.2.1, 4.1.2 (solver),
+table 1 (HydraNet VGG ENet: 55.9 mean F1 on BP4D, 3 folds). Model:
+au_jax/models/caud.py; loss: au_jax/methods/caud.py. Run (EmoNet first):
+
+  python -m au_jax.main --config=configs/emonet.py          # EmoNet (CPU)
+  python -m au_jax.main --config=configs/caud.py            # CPU job
+  python -m au_jax.main --config=configs/caud.py:paper      # BP4D, per AU
+  python -m au_jax.main --config=configs/caud.py:test       # seconds, tests
+
+Each run starts from the EmoNet run of the same fold (`init_from`:
+classify on synthetic_au/multiview; encoder and, through
+caud.adapt_params, each head's fc6/fc7 from EmoNet's) and trains only the
+heads (`frozen='^encoder/.*'`: no gradient, no optimiser state).
+
+Per AU in isolation (the thesis) or jointly: with the encoder frozen and the
+loss a sum of per-AU means, the heads' gradients are those of C isolated
+runs (tests/test_caud.py), so the CPU job trains all heads in one run (one
+trunk pass per batch instead of C); `paper` makes one run per AU
+(one_model_per=('au',)) and caud.join_heads merges their 'head_0' trees into
+one model that predicts every AU in one pass.
+
+Variants (`get_config(arg)`):
+  (none)  CPU job on synthetic_au/default, fold 1, all heads in one run.
+          Named deviations: VGG-16 at width 1/8 (fc 512), 64 px crops from
+          72, EmoNet from configs/emonet.py (CPU, from scratch), Adam 1e-4
+          -> 1e-3 linear decay over 600 steps, per-AU thresholds tuned on
+          validation.
+  paper   BP4D (crop config: Haar face boxes as the thesis), VGG-16 at 224
+          px, one run per AU, Adam 1e-4 betas (0.5, 0.999) decaying
+          linearly to 0 over 12 epochs (AUNets 4.1.2; the thesis does not
+          state the heads' solver), batch 32 (not stated). EmoNet from
+          configs/emonet.py:paper.
+  test    tiny shapes and a handful of steps for the test suite.
+"""
+
+import ml_collections
+
+from au_jax import aus
+
+
+def emonet_init(variant: str, per_au: bool) -> ml_collections.ConfigDict:
+  """init_from: the EmoNet run of this fold (configs/emonet.py:<variant>).
+
+  per_au: this config makes one run per AU; au='none' then clears the AU
+  level of the source run's directory (au_jax/runs.py), since EmoNet has
+  none.
+  """
+  return ml_collections.ConfigDict(dict(
+      method='classify', dataset='synthetic_au',
+      dataset_config='tiny' if variant == 'test' else 'multiview',
+      fold=None,  # The same fold (emonet.py: no test subject leaks).
+      view=None, au='none' if per_au else None,
+      stage=None,
+      # Target names: encoder from EmoNet's; heads' fc6/fc7 from EmoNet's
+      # fc6/fc7 via caud.adapt_params; each head's output starts anew.
+      params=r'encoder/.*|head_\d+/fc[67]/.*',
+      config=f'configs/emonet.py:{variant}'))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = 'caud'  # au_jax/methods/caud.py
+  config.model_name = 'caud'  # au_jax/models/caud.py
+  config.model = ml_collections.ConfigDict(dict(
+      depth=16, width_multiplier=1.0,
+      fc_width=4096,  # Thesis table 4: 4096 > 2048 > 1024.
+      dropout_rate=0.5, two_way_output=True))
+
+  config.dataset = 'bp4d'
+  config.dataset_config = 'crop'
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  config.aus = aus.BP4D_AUS  # Output i = head_i.
+  config.folds = '1,2,3'
+  config.num_validation_subjects = 1  # AUNets 4.1.1: one training subject.
+  config.strict_folds = True
+  config.max_validation_frames = 2000
+
+  config.resize_size = 240
+  config.crop_size = 224
+  config.flip = True
+  config.pixel_mean = (0.485, 0.456, 0.406)  # As configs/emonet.py.
+  config.pixel_std = (0.229, 0.224, 0.225)
+
+  config.optimizer = 'adam'
+  config.learning_rate = 1e-4
+  config.momentum = 0.9
+  config.weight_decay = 0.0
+  config.adam_b1 = 0.5
+  config.adam_b2 = 0.999
+  config.lr_schedule = 'linear'  # To 0 at num_train_steps.
+  config.lr_decay_steps = 0
+  config.lr_decay_factor = 0.1
+  config.frozen = '^encoder/.*'  # The EmoNet trunk.
+  config.lr_mults = ()
+  config.init_from = emonet_init('paper', per_au=True)
+  config.one_model_per = ('au',)  # Each AU in isolation (thesis 4.2).
+  config.stage_order = ()
+  config.stages = ml_collections.ConfigDict()
+  config.classify_field = ''
+  config.num_classes = 0
+
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.num_train_steps = 36000  # ~12 epochs of a BP4D training fold.
+  config.log_every_steps = 100
+  config.eval_every_steps = 3000  # ~1 epoch: early stop on validation F1.
+  config.checkpoint_every_steps = 1000
+  config.num_workers = 2
+  config.seed = 0
+  config.threshold = 0.5
+  config.tune_thresholds = False
+  config.progress_bar = True
+
+  if arg in (None, '', 'cpu'):
+    config.dataset = 'synthetic_au'
+    config.dataset_config = 'default'
+    config.model.width_multiplier = 1 / 8
+    config.resize_size = 72
+    config.crop_size = 64
+    config.folds = '1'
+    config.one_model_per = ()  # All heads in one run (module docstring).
+    config.init_from = emonet_init('', per_au=False)
+    config.learning_rate = 1e-3
+    config.tune_thresholds = True
+    config.num_train_steps = 600
+    config.log_every_steps = 20
+    config.eval_every_steps = 300
+    config.checkpoint_every_steps = 100
+    config.max_validation_frames = 300
+  elif arg == 'paper':
+    pass
+  elif arg == 'test':
+    config.dataset = 'synthetic_au'
+    config.dataset_config = 'tiny'
+    config.aus = (1, 12)
+    config.model.width_multiplier = 1 / 16
+    config.resize_size = 40
+    config.crop_size = 32
+    config.folds = '1'
+    config.one_model_per = ()
+    config.init_from = emonet_init('test', per_au=False)
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 2
+    config.log_every_steps = 1
+    config.eval_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.max_validation_frames = 16
+    config.num_workers = 0
+    config.progress_bar = False
+  else:
+    raise ValueError(f"configs/caud.py: unknown variant {arg!r}; use '', "
+                     "'cpu', 'paper' or 'test'.")
+  return config
