@@ -14,40 +14,97 @@ import json
 import os
 from typing import Any
 
+from absl import logging
+import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-BEST_METRIC = 'val_mean_f1'
+BEST_METRIC = 'val_best'  # Saved with each evaluated step; see train.py.
 
-# Config fields that change the shape or meaning of the saved state.
-_FINGERPRINT_FIELDS = ('dataset', 'model_name', 'model', 'aus', 'crop_size',
-                       'optimizer')
+# Fields that only extend or observe a run: they never change what a given
+# step's parameters are, so a run may resume with other values (raising
+# num_train_steps continues a finished run). Every other field, including
+# any field added later, is part of the fingerprint.
+OBSERVE_FIELDS = frozenset({
+    'num_train_steps', 'log_every_steps', 'eval_every_steps',
+    'checkpoint_every_steps', 'num_workers', 'worker_buffer_size',
+    'eval_read_threads', 'progress_bar', 'eval_batch_size', 'data_dir',
+    'manual_dir', 'folds', 'stages', 'stage_order', 'run_view',
+    'run_au', 'run_fold', 'median_window', 'svm_on_fc9', 'test_dataset',
+    'test_dataset_config', 'cache_dir', 'config_file',
+})
 
 
-def run_dir(config: ml_collections.ConfigDict, workdir: str,
-            fold: int) -> str:
-  """`workdir/<dataset>/<method>/fold_<k>` as an absolute path."""
-  return os.path.abspath(os.path.join(
-      os.path.expanduser(workdir), config.dataset, config.method,
-      f'fold_{fold}'))
+def run_dir(config: ml_collections.ConfigDict, workdir: str, fold) -> str:
+  """The run directory of `fold` (or a runs.RunKey); see runs.run_dir."""
+  from au_jax import runs  # pylint: disable=g-import-not-at-top
+  return runs.run_dir(config, workdir, fold)
 
 
-def fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The architecture-relevant part of `config`, JSON-serialisable."""
+def _plain(value: Any) -> Any:
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  return json.loads(json.dumps(value, default=list, sort_keys=True))
+
+
+def fingerprint(config: ml_collections.ConfigDict,
+                data_version: str | None = None) -> dict[str, Any]:
+  """Every result-changing field of `config` (all but OBSERVE_FIELDS),
+  JSON-serialisable, plus 'data_version' and a short 'hash' of them all.
+
+  Learning-rate schedules that depend on num_train_steps ('linear') make
+  the step count result-changing: it is kept then.
+  """
   out = {}
-  for field in _FINGERPRINT_FIELDS:
-    value = config.get(field)
-    if isinstance(value, ml_collections.ConfigDict):
-      value = value.to_dict()
-    out[field] = json.loads(json.dumps(value, default=list, sort_keys=True))
+  for field in sorted(config.keys()):
+    if field in OBSERVE_FIELDS and not (
+        field == 'num_train_steps' and config.get('lr_schedule') == 'linear'):
+      continue
+    out[field] = _plain(config[field])
+  if data_version is not None:
+    out['data_version'] = data_version
   out['hash'] = hashlib.sha256(
       json.dumps(out, sort_keys=True).encode()).hexdigest()[:16]
   return out
 
 
-def create_manager(directory: str) -> ocp.CheckpointManager:
+def data_version(builder: Any) -> str:
+  """The dataset's name, builder config, version and per-split frame counts,
+  hashed: a rebuilt dataset with other contents gets another version."""
+  splits = sorted((name, info.num_examples)
+                  for name, info in builder.info.splits.items())
+  text = json.dumps([builder.info.full_name, splits])
+  return (f'{builder.info.full_name}:'
+          f'{hashlib.sha256(text.encode()).hexdigest()[:12]}')
+
+
+def write_config(config: ml_collections.ConfigDict, directory: str) -> str:
+  """Writes `<directory>/config.json` (the run's full config) atomically, so
+  a run directory describes itself (predict reads it)."""
+  from au_jax import tables  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, 'config.json')
+  text = json.dumps(_plain(config), indent=1, sort_keys=True)
+  tables._write_atomic(path, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
+  return path
+
+
+def read_config(directory: str) -> ml_collections.ConfigDict:
+  """The config a run directory was trained with (its config.json)."""
+  path = os.path.join(directory, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: {directory} is not an au_jax '
+                            'run directory (train one with au_jax.main).')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def create_manager(directory: str,
+                   create: bool = True) -> ocp.CheckpointManager:
   """Keeps the latest step and the best step by validation mean F1."""
+  # Best by the validation number the trainer saves as BEST_METRIC (mean
+  # F1 at the test decision rule, AUC or accuracy: config.best_metric).
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=1),
       checkpoint_managers.BestN(
@@ -56,7 +113,7 @@ def create_manager(directory: str) -> ocp.CheckpointManager:
   ])
   options = ocp.CheckpointManagerOptions(
       best_fn=lambda metrics: metrics[BEST_METRIC], best_mode='max',
-      preservation_policy=policy, create=True,
+      preservation_policy=policy, create=create,
       enable_async_checkpointing=False)
   return ocp.CheckpointManager(
       os.path.join(directory, 'checkpoints'), options=options,
@@ -64,42 +121,116 @@ def create_manager(directory: str) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
-         data_state: dict[str, Any] | None, config: ml_collections.ConfigDict,
+         data_state: dict[str, Any] | None, meta: dict[str, Any],
          metrics: dict[str, float] | None = None) -> None:
-  """Saves the host copy of `state` with the data position and fingerprint."""
+  """Saves the host copy of `state` with the data position and fingerprint
+  `meta`. Refuses non-finite parameters: a diverged state is never saved."""
+  check_finite(state, f'step {step}')
   manager.save(
       step,
       args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           data=ocp.args.JsonSave(data_state or {}),
-          meta=ocp.args.JsonSave(fingerprint(config))),
+          meta=ocp.args.JsonSave(meta)),
       metrics=metrics, force=True)
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state: Any,
-            config: ml_collections.ConfigDict,
-            step: int | None = None) -> tuple[Any, dict[str, Any], int] | None:
-  """(state, data_state, step) of `step` (default latest), None if none.
+class NonFiniteError(FloatingPointError):
+  """Training produced nan/inf; the message names the step and quantity."""
 
-  Raises ValueError when the checkpoint was trained with a different config.
+
+def check_finite(state: Any, where: str) -> None:
+  """Raises NonFiniteError naming the first non-finite parameter or
+  batch-norm statistic of `state`."""
+  for group in ('params', 'batch_stats'):
+    tree = getattr(state, group, None)
+    if not tree:
+      continue
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      if not np.all(np.isfinite(np.asarray(leaf, np.float32))):
+        name = '/'.join(str(getattr(k, 'key', k)) for k in path)
+        raise NonFiniteError(f'{where}: {group} {name} is not finite; not '
+                             'saved (the last finite checkpoint is kept).')
+
+
+def differing_fields(saved: dict[str, Any],
+                     expected: dict[str, Any]) -> list[str]:
+  keys = (set(saved) | set(expected)) - {'hash'}
+  return sorted(k for k in keys if saved.get(k) != expected.get(k))
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any,
+            meta: dict[str, Any], step: int | None = None
+            ) -> tuple[Any, dict[str, Any], int] | None:
+  """(state, data_state, step) of `step`, or of the newest intact step; None
+  when the run has no checkpoint.
+
+  A damaged step (unreadable, truncated) is skipped with one log line naming
+  it and the error; with no intact step left, one error names the run
+  directory and how to start over. A checkpoint written by a different
+  config is refused with the fields that differ.
   """
-  step = manager.latest_step() if step is None else step
-  if step is None:
+  steps = [step] if step is not None else sorted(manager.all_steps(),
+                                                 reverse=True)
+  if not steps:
     return None
-  meta = manager.restore(
-      step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-  expected = fingerprint(config)
-  if meta.get('hash') != expected['hash']:
-    differs = sorted(k for k in expected
-                     if k != 'hash' and meta.get(k) != expected[k])
-    raise ValueError(
-        f'Checkpoint {manager.directory}/{step} was written by a different '
-        f'config (fields that differ: {differs}; saved '
-        f'{ {k: meta.get(k) for k in differs} }, now '
-        f'{ {k: expected[k] for k in differs} }). Use another --workdir or '
-        'delete that run directory.')
-  restored = manager.restore(
-      step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          data=ocp.args.JsonRestore()))
-  return restored['state'], dict(restored['data'] or {}), step
+  errors = []
+  for candidate in steps:
+    try:
+      saved = manager.restore(
+          candidate,
+          args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    except Exception as error:  # pylint: disable=broad-except
+      errors.append((candidate, error))
+      logging.warning('Checkpoint %s/%s is damaged (%s: %s); trying the '
+                      'previous step.', manager.directory, candidate,
+                      type(error).__name__, str(error).splitlines()[0][:200])
+      continue
+    if saved.get('hash') != meta.get('hash'):
+      differs = differing_fields(saved, meta)
+      raise ValueError(
+          f'Checkpoint {manager.directory}/{candidate} was written by a '
+          f'different config (fields that differ: {differs}; saved '
+          f'{ {k: saved.get(k) for k in differs} }, now '
+          f'{ {k: meta.get(k) for k in differs} }). Use another --workdir or '
+          'delete that run directory.')
+    try:
+      restored = manager.restore(
+          candidate, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              data=ocp.args.JsonRestore()))
+    except Exception as error:  # pylint: disable=broad-except
+      errors.append((candidate, error))
+      logging.warning('Checkpoint %s/%s is damaged (%s: %s); trying the '
+                      'previous step.', manager.directory, candidate,
+                      type(error).__name__, str(error).splitlines()[0][:200])
+      continue
+    if errors:
+      logging.warning('Restored step %d of %s (damaged: %s).', candidate,
+                      manager.directory, [s for s, _ in errors])
+    return restored['state'], dict(restored['data'] or {}), candidate
+  raise RuntimeError(
+      f'No intact checkpoint in {manager.directory} (damaged steps: '
+      f'{[s for s, _ in errors]}; last error: {errors[-1][1]!r:.200}). Start '
+      f'over by deleting {os.path.dirname(str(manager.directory))} or use '
+      'another --workdir.')
+
+
+def restore_raw(directory: str) -> tuple[dict[str, Any], int]:
+  """(state tree as nested dicts, step) of a run directory's best step, else
+  its newest intact step, without a target structure (init_from, predict)."""
+  manager = create_manager(directory, create=False)
+  try:
+    candidates = [manager.best_step()] + sorted(manager.all_steps(),
+                                                reverse=True)
+    for step in [s for s in candidates if s is not None]:
+      try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))
+        return restored['state'], step
+      except Exception as error:  # pylint: disable=broad-except
+        logging.warning('Checkpoint %s/%s is damaged (%s); trying another.',
+                        directory, step, str(error).splitlines()[0][:200])
+  finally:
+    manager.close()
+  raise FileNotFoundError(f'{directory} holds no finished checkpoint.')

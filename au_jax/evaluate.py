@@ -15,8 +15,9 @@ A results dict (from `evaluate` or `compute_metrics`):
   'mean': the same five metrics averaged over AUs (nan AUs skipped, see
           `_mean`);
   'labels' [N, C], 'probabilities' [N, C] and, when batches carry them,
-  'subject', 'sequence', 'frame_index' [N]: the raw arrays, kept for
-  threshold tuning and temporal smoothing (written to an .npz, not the JSON).
+  'subject', 'sequence', 'view', 'frame_index' [N]: every test frame's
+  identity, kept with the raw arrays for threshold tuning, per-video
+  smoothing and per-person analysis (written to an .npz, not the JSON).
 'baseline_f1' is the F1 of predicting every frame positive, 2 r / (1 + r) for
 a positive rate r: the floor a detector's F1 is read against.
 `per_au_values(results, 'f1')` gives one metric as a [C] array.
@@ -32,11 +33,17 @@ import numpy as np
 
 from au_jax import aus as aus_lib
 from au_jax import metrics
+from au_jax import transforms
+# Tables and files live in tables.py, thresholds and smoothing in
+# postprocess.py; re-exported here for callers of the earlier API.
+from au_jax.postprocess import median_smooth, tune_thresholds  # pylint: disable=unused-import
+from au_jax.tables import format_table, markdown_table, write_results, _write_atomic  # pylint: disable=unused-import
 
 PERCENT_METRICS = ('f1', 'accuracy', 'auc', 'average_precision',
                    'baseline_f1')
-RAW_KEYS = ('labels', 'probabilities', 'subject', 'sequence', 'frame_index')
-_OPTIONAL_RAW = ('subject', 'sequence', 'frame_index')
+RAW_KEYS = ('labels', 'probabilities', 'subject', 'sequence', 'view',
+            'frame_index')
+_OPTIONAL_RAW = ('subject', 'sequence', 'view', 'frame_index')
 
 
 def _mean(values: np.ndarray) -> float:
@@ -183,7 +190,10 @@ def evaluate(predict_fn: Callable[[Mapping[str, np.ndarray]], np.ndarray],
     collected['labels'].append(labels[mask])
     collected['probabilities'].append(probabilities[mask])
     for key in _OPTIONAL_RAW:
-      if key in batch:
+      if f'{key}_code' in batch:  # Text ids carried as uint8 codes.
+        collected[key].append(transforms.decode_text_ids(
+            np.asarray(batch[f'{key}_code'])[mask]))
+      elif key in batch:
         collected[key].append(_text(np.asarray(batch[key])[mask]))
   if not collected['labels']:
     raise ValueError('evaluate: `batches` yielded no batch.')
@@ -198,75 +208,6 @@ def evaluate(predict_fn: Callable[[Mapping[str, np.ndarray]], np.ndarray],
     if parts and len(parts) == len(collected['labels']):
       results[key] = np.concatenate(parts)
   return results
-
-
-def tune_thresholds(labels, probabilities, mask=None) -> np.ndarray:
-  """Per-AU threshold maximising F1 on the given (validation) frames.
-
-  For each AU the candidates are its distinct known probabilities; predicting
-  positive at probability >= t gives F1(t) = 2 TP(t) / (P + predicted(t)).
-  The highest t reaching the maximum is returned. An AU with no positive label
-  (F1 is 0 for every t) keeps 0.5.
-
-  Args:
-    labels: [N, C] int in {1, 0, -1}.
-    probabilities: [N, C].
-    mask: optional [N] or [N, C] bool.
-
-  Returns:
-    [C] float64 thresholds.
-  """
-  result = []
-  for positive, score in metrics.known_columns(labels, probabilities, mask):
-    num_positive = positive.sum()
-    if num_positive == 0:
-      result.append(0.5)
-      continue
-    distinct, inverse = np.unique(score, return_inverse=True)
-    # Walk thresholds from the highest score down.
-    frames = np.bincount(inverse, minlength=distinct.size)[::-1]
-    hits = np.bincount(inverse, weights=positive,
-                       minlength=distinct.size)[::-1]
-    f1 = 2 * np.cumsum(hits) / (num_positive + np.cumsum(frames))
-    result.append(float(distinct[::-1][np.argmax(f1)]))
-  return np.asarray(result)
-
-
-def median_smooth(predictions, sequence_ids, window: int) -> np.ndarray:
-  """Median filter over time within each video (AUNets' post-processing).
-
-  Frames of a sequence are assumed to be in temporal order (they need not be
-  contiguous). Each sequence is padded by repeating its first and last frame
-  (window // 2 times), so a window never mixes two videos and the edges are
-  not pulled towards 0 as zero padding (scipy.signal.medfilt) would.
-
-  Args:
-    predictions: [N, C] binary predictions or probabilities.
-    sequence_ids: [N] video id of each frame (str, bytes or int).
-    window: odd window length >= 1 (AUNets: 3-11, 7 best).
-
-  Returns:
-    [N, C] smoothed values, same dtype as `predictions`.
-  """
-  if not isinstance(window, (int, np.integer)) or window < 1 or window % 2 == 0:
-    raise ValueError(f'median window must be an odd integer >= 1; got '
-                     f'{window!r}.')
-  predictions = np.asarray(predictions)
-  sequence_ids = np.asarray(sequence_ids)
-  if predictions.ndim != 2 or sequence_ids.shape != predictions.shape[:1]:
-    raise ValueError(f'predictions {predictions.shape} must be [N, C] and '
-                     f'sequence_ids {sequence_ids.shape} [N].')
-  result = predictions.copy()
-  if window == 1:
-    return result
-  half = window // 2
-  _, inverse = np.unique(sequence_ids, return_inverse=True)
-  for group in range(inverse.max() + 1 if inverse.size else 0):
-    rows = np.flatnonzero(inverse == group)
-    padded = np.pad(predictions[rows], ((half, half), (0, 0)), mode='edge')
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)
-    result[rows] = np.median(windows, axis=-1).astype(predictions.dtype)
-  return result
 
 
 def cross_fold(results_by_fold: Mapping[int, Mapping[str, Any]],
@@ -294,7 +235,9 @@ def cross_fold(results_by_fold: Mapping[int, Mapping[str, Any]],
                        f'expected {aus}.')
     folds[int(fold)] = {k: v for k, v in result.items() if k not in RAW_KEYS}
   per_au = {}
-  for key in PERCENT_METRICS + ('positive_rate',):
+  extra = [key for key in ('f1_at_05', 'f1_smoothed')
+           if all(key in f['per_au'][str(aus[0])] for f in folds.values())]
+  for key in PERCENT_METRICS + ('positive_rate',) + tuple(extra):
     stacked = np.array([per_au_values(f, key) for f in folds.values()])
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', RuntimeWarning)  # all-nan AU -> nan
@@ -306,116 +249,9 @@ def cross_fold(results_by_fold: Mapping[int, Mapping[str, Any]],
       'aus': list(aus),
       'num_frames': int(sum(f['num_frames'] for f in folds.values())),
       'per_au': _per_au_dict(aus, per_au),
-      'mean': {k: _mean(per_au[k]) for k in PERCENT_METRICS},
+      'mean': {k: _mean(per_au[k]) for k in PERCENT_METRICS + tuple(extra)},
       'std_mean_f1': float(np.std(fold_f1)),
       'folds': folds,
   }
 
 
-_COLUMNS = (('F1', 'f1'), ('Acc', 'accuracy'), ('AUC', 'auc'),
-            ('All-pos F1', 'baseline_f1'))
-
-
-def _rows(results: Mapping[str, Any], aus: Sequence[int]):
-  """Header and rows (strings) shared by the Markdown and terminal tables."""
-  aus = aus_lib.check_aus(aus, where='aus')
-  if tuple(results['aus']) != aus:
-    raise ValueError(f'results are for AUs {results["aus"]}, not {aus}.')
-  folds = results.get('folds', {})
-  header = ['AU'] + [f'F1 fold {k}' for k in folds]
-  header += [name for name, _ in _COLUMNS]
-  if folds:  # The metric columns are then means over the folds.
-    header[len(folds) + 1] = 'F1 mean'
-  fmt = lambda x: '-' if x is None or np.isnan(x) else f'{x:.1f}'
-  fold_f1 = [per_au_values(f, 'f1') for f in folds.values()]
-  columns = [per_au_values(results, key) for _, key in _COLUMNS]
-  rows = []
-  for c, au in enumerate(aus):
-    rows.append([f'AU{au}'] + [fmt(f1[c]) for f1 in fold_f1]
-                + [fmt(values[c]) for values in columns])
-  mean = ['**mean**'] + [fmt(f['mean']['f1']) for f in folds.values()]
-  mean += [fmt(results['mean'][key]) for _, key in _COLUMNS]
-  rows.append(mean)
-  return header, rows
-
-
-def markdown_table(results: Mapping[str, Any], aus: Sequence[int]) -> str:
-  """Markdown table, rows: AUs + mean; columns: per-fold F1 (cross-fold
-  results only), F1, accuracy, AUC and all-positive baseline F1, in percent.
-  """
-  header, rows = _rows(results, aus)
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '|' + '|'.join(['---'] + ['---:'] * (len(header) - 1)) + '|']
-  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
-  return '\n'.join(lines)
-
-
-def format_table(results: Mapping[str, Any], aus: Sequence[int]) -> str:
-  """The same table as plain aligned text, for the terminal."""
-  header, rows = _rows(results, aus)
-  rows = [[cell.strip('*') for cell in row] for row in rows]
-  widths = [max(len(r[i]) for r in [header] + rows)
-            for i in range(len(header))]
-  line = lambda r: '  '.join(
-      cell.ljust(w) if i == 0 else cell.rjust(w)
-      for i, (cell, w) in enumerate(zip(r, widths)))
-  text = [line(header), '-' * len(line(header))] + [line(r) for r in rows]
-  text.append(f'{results["num_frames"]} frames')
-  return '\n'.join(text)
-
-
-def _json_ready(value: Any) -> Any:
-  """numpy -> Python; nan/inf -> None (strict JSON has no NaN)."""
-  if isinstance(value, Mapping):
-    return {str(k): _json_ready(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_ready(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return _json_ready(value.tolist())
-  if isinstance(value, np.generic):
-    value = value.item()
-  if isinstance(value, float) and not np.isfinite(value):
-    return None
-  return value
-
-
-def _write_atomic(path: str, write: Callable[[Any], None],
-                  mode: str = 'w') -> None:
-  """Writes through a temp file in the same folder, then os.replace: a
-  reader never sees a half-written file, and a crash leaves the old one."""
-  directory = os.path.dirname(os.path.abspath(path))
-  handle, temp_path = tempfile.mkstemp(dir=directory, prefix='.tmp_')
-  try:
-    os.chmod(temp_path, 0o644)  # mkstemp makes it owner-only.
-    with os.fdopen(handle, mode) as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temp_path, path)
-  except BaseException:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
-    raise
-
-
-def write_results(results: Mapping[str, Any], directory: str,
-                  name: str = 'results') -> tuple[str, str]:
-  """Writes `<name>.json` and `<name>.md` (and `<name>_predictions.npz` with
-  the raw arrays when present), each atomically.
-
-  Returns:
-    (json_path, md_path).
-  """
-  os.makedirs(directory, exist_ok=True)
-  json_path = os.path.join(directory, f'{name}.json')
-  md_path = os.path.join(directory, f'{name}.md')
-  summary = {k: v for k, v in results.items() if k not in RAW_KEYS}
-  text = json.dumps(_json_ready(summary), indent=1, allow_nan=False)
-  _write_atomic(json_path, lambda f: f.write(text + '\n'))
-  table = markdown_table(results, results['aus'])
-  _write_atomic(md_path, lambda f: f.write(table + '\n'))
-  raw = {k: np.asarray(results[k]) for k in RAW_KEYS if k in results}
-  if raw:
-    _write_atomic(os.path.join(directory, f'{name}_predictions.npz'),
-                  lambda f: np.savez_compressed(f, **raw), mode='wb')
-  return json_path, md_path

@@ -10,6 +10,7 @@ marking the padding in `mask`.
 """
 
 import dataclasses
+import functools
 from typing import Iterator
 
 from absl import logging
@@ -27,10 +28,18 @@ from au_jax import transforms
 
 @dataclasses.dataclass(frozen=True)
 class FoldData:
-  """A fold's subjects and how to read them."""
+  """A fold's subjects and how to read them.
+
+  `views`: only frames of these views are read (None = all views).
+  `holdout`: for within-identity holdouts (`classify` on 'identity'), every
+  `holdout`-th sequence of each training subject is kept out of 'train' and
+  read as 'validation' and 'test' instead (0 = subject-exclusive splits).
+  """
   builder: tfds.core.DatasetBuilder
   subjects: folds.FoldSubjects
   label_indices: np.ndarray  # [C] columns of config.aus in the records.
+  views: tuple[int, ...] | None = None
+  holdout: int = 0
 
 
 def open_dataset(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -49,16 +58,74 @@ def fold_data(config: ml_collections.ConfigDict,
       config.dataset, fold, available_subjects(builder),
       num_validation=config.num_validation_subjects,
       strict=config.get('strict_folds', True))
-  logging.info('Fold %d: train %s, validation %s, test %s', fold,
+  logging.info('Fold %s: train %s, validation %s, test %s', fold,
                subjects.train, subjects.validation, subjects.test)
+  views = tuple(int(v) for v in config.get('views') or ()) or None
+  holdout = 0
+  if config.get('method') == 'classify' and config.get(
+      'classify_field') == 'identity':
+    # Identities of test subjects are never seen in training, so identity
+    # classification is scored on held-out videos of the training people.
+    holdout = int(config.get('identity_holdout_every', 4) or 4)
   return FoldData(builder, subjects,
-                  aus_lib.label_indices(config.dataset, config.aus))
+                  aus_lib.label_indices(config.dataset, config.aus),
+                  views, holdout)
 
 
 def _source(builder: tfds.core.DatasetBuilder, subjects) -> grain.sources.RandomAccessDataSource:
   if not subjects:
     raise ValueError('No subjects to read.')
   return builder.as_data_source(split=folds.split_spec(subjects))
+
+
+_ID_FIELDS = ('subject', 'sequence', 'view', 'frame_index')
+
+
+@functools.lru_cache(maxsize=32)
+def _record_ids(builder: tfds.core.DatasetBuilder,
+                subjects: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """Per-record ids of `subjects` in data-source order, read without
+  decoding images (cached: selecting views or held-out videos reads them
+  once per run)."""
+  source = builder.as_data_source(
+      split=folds.split_spec(subjects),
+      decoders={'image': tfds.decode.SkipDecoding()})
+  columns = {field: [] for field in _ID_FIELDS}
+  for index in range(len(source)):
+    record = source[index]
+    for field in _ID_FIELDS:
+      value = record[field]
+      columns[field].append(value.decode('utf-8') if isinstance(value, bytes)
+                            else value)
+  return {k: np.asarray(v) for k, v in columns.items()}
+
+
+def split_source(data: FoldData, split: str):
+  """The random-access source of `split` ('train', 'validation', 'test'),
+  restricted to `data.views` and the within-identity holdout."""
+  subjects = (data.subjects.train if data.holdout and split != 'train'
+              else getattr(data.subjects, split))
+  source = _source(data.builder, subjects)
+  if not data.views and not data.holdout:
+    return source
+  ids = _record_ids(data.builder, tuple(subjects))
+  keep = np.ones(len(source), bool)
+  if data.views:
+    keep &= np.isin(ids['view'], data.views)
+  if data.holdout:
+    # Every `holdout`-th video of each subject (in sorted order) is held out.
+    held = np.zeros(len(source), bool)
+    for subject in np.unique(ids['subject']):
+      rows = ids['subject'] == subject
+      videos = sorted(set(ids['sequence'][rows]))
+      held_out = set(videos[data.holdout - 1::data.holdout]) or {videos[-1]}
+      held |= rows & np.isin(ids['sequence'], list(held_out))
+    keep &= ~held if split == 'train' else held
+  indices = np.flatnonzero(keep)
+  if not indices.size:
+    raise ValueError(f'No frames of {split} subjects {list(subjects)} are '
+                     f'left after selecting views {data.views}.')
+  return _Subset(source, indices)
 
 
 def _record_transforms(config: ml_collections.ConfigDict, data: FoldData,
@@ -78,7 +145,7 @@ def _record_transforms(config: ml_collections.ConfigDict, data: FoldData,
 def train_loader(config: ml_collections.ConfigDict, data: FoldData,
                  seed: int) -> grain.DataLoader:
   """An endless shuffled loader of [batch_size, ...] numpy batches."""
-  source = _source(data.builder, data.subjects.train)
+  source = split_source(data, 'train')
   if len(source) < config.batch_size:
     raise ValueError(
         f'Only {len(source)} training frames for a batch of '
@@ -109,8 +176,7 @@ class _Subset:
 
 
 def num_frames(data: FoldData, split: str) -> int:
-  subjects = getattr(data.subjects, split)
-  return sum(data.builder.info.splits[s].num_examples for s in subjects)
+  return len(split_source(data, split))
 
 
 def eval_batches(config: ml_collections.ConfigDict, data: FoldData,
@@ -121,13 +187,12 @@ def eval_batches(config: ml_collections.ConfigDict, data: FoldData,
   Batches have `config.eval_batch_size` rows; the last is padded and `mask`
   [B] is False on padding rows, so every frame counts exactly once.
   """
-  subjects = getattr(data.subjects, split)
-  source = _source(data.builder, subjects)
+  source = split_source(data, split)
   if max_frames is not None and max_frames < len(source):
     # An evenly spaced subset (every k-th frame), for quick validation.
     step = len(source) / max_frames
     source = _Subset(source, np.floor(np.arange(max_frames) * step))
-  dataset = grain.MapDataset.source(source)
+  dataset = grain.MapDataset.source(source).map(transforms.KeepTextIds())
   for transform in _record_transforms(config, data, train=False):
     dataset = dataset.map(transform)
   dataset = dataset.batch(config.eval_batch_size, drop_remainder=False)

@@ -1,10 +1,12 @@
-"""The shared trainer: one fold at a time, data-parallel in the pmap model.
+"""The shared trainer: one loop for every method, data-parallel in pmap.
 
-`train_and_evaluate(config, workdir)` runs every fold in `config.folds`:
-train on the fold's training subjects, keep the latest and the best (by
-validation mean F1) checkpoints in `run_dir`, evaluate the best on the test
-subjects, then write the cross-fold table. Models plug in through
-`models.create(config)`; a model's extra losses arrive in `aux['loss']`.
+`train_and_evaluate(config, workdir)` expands the config into runs
+(`runs.plan`: per fold, and per view / AU / stage where the method asks),
+trains each run with the same loop (forward, the method's `loss_fn`,
+gradient, update; evaluation and checkpoints), evaluates every fold on its
+test subjects and writes the cross-fold table. A paper plugs in through
+`models.create(config)` and `methods.get(config)` (DESIGN.md, "Many methods,
+one trainer").
 """
 
 import functools
@@ -23,54 +25,36 @@ import tqdm
 
 from au_jax import aus as aus_lib
 from au_jax import checkpointing
-from au_jax import evaluate
+from au_jax import fold_evaluation
 from au_jax import folds
 from au_jax import input_pipeline
-from au_jax import losses
+from au_jax import methods
 from au_jax import metric_writers
 from au_jax import models
+from au_jax import optim
 from au_jax import parallel
-from au_jax import visualize
+from au_jax import runs
+
+# Earlier API, kept for callers and benchmarks.
+create_learning_rate = optim.create_learning_rate
 
 
 class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-def create_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Constant (DRML's Caffe solver) or step decay every `lr_decay_steps`."""
-  if config.get('lr_decay_steps'):
-    return optax.exponential_decay(
-        config.learning_rate, transition_steps=config.lr_decay_steps,
-        decay_rate=config.lr_decay_factor, staircase=True)
-  return optax.constant_schedule(config.learning_rate)
-
-
-def create_optimizer(
-    config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """SGD with momentum (DRML) or Adam, with Caffe-style L2 weight decay."""
-  learning_rate = create_learning_rate(config)
-  if config.optimizer == 'sgd':
-    update = optax.sgd(learning_rate, momentum=config.momentum)
-  elif config.optimizer == 'adam':
-    update = optax.adam(learning_rate, b1=config.get('adam_b1', 0.9),
-                        b2=config.get('adam_b2', 0.999))
-  else:
-    raise ValueError(f"config.optimizer must be 'sgd' or 'adam', got "
-                     f'{config.optimizer!r}.')
-  # Caffe adds weight_decay * w to the gradient before the solver update.
-  return optax.chain(optax.add_decayed_weights(config.weight_decay), update)
-
-
 def example_batch(config: ml_collections.ConfigDict,
                   batch_size: int = 1) -> dict[str, jnp.ndarray]:
   """A zero batch with the shapes the pipeline yields, for initialisation."""
   size = config.crop_size
-  return {
+  batch = {
       'image': jnp.zeros([batch_size, size, size, 3], jnp.float32),
       'landmarks': jnp.zeros([batch_size, 68, 2], jnp.float32),
       'au_occurrence': jnp.zeros([batch_size, len(config.aus)], jnp.int32),
   }
+  if config.get('flow'):
+    batch['flow'] = jnp.zeros([batch_size, size, size, 3], jnp.float32)
+  return batch
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: Any,
@@ -82,59 +66,84 @@ def create_train_state(config: ml_collections.ConfigDict, model: Any,
       model, 'axis_name') else model
   variables = jax.jit(functools.partial(init_model.init, train=False))(
       {'params': params_rng, 'dropout': dropout_rng}, example_batch(config))
+  params = variables['params']
   return TrainState.create(
-      apply_fn=model.apply, params=variables['params'],
+      apply_fn=model.apply, params=params,
       batch_stats=variables.get('batch_stats', {}),
-      tx=create_optimizer(config))
+      tx=optim.create_optimizer(config, params))
 
 
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray],
-               rng: jax.Array, config: ml_collections.ConfigDict
+               rng: jax.Array, config: ml_collections.ConfigDict,
+               loss_fn: Any = None, trainable: Any = None
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-  """One per-device SGD step; run under `parallel.pmap_step`.
+  """One per-device step; run under `parallel.pmap_step`.
 
-  Gradients and the loss are averaged over devices with `lax.pmean`; batch
-  norm computes its statistics over the whole global batch (the model's
-  `axis_name`), so D devices take the same step as one device would on the
-  concatenated batch.
+  Gradients are averaged over devices with `lax.pmean`; batch norm computes
+  its statistics over the whole global batch (the model's `axis_name`), so
+  D devices take the same step as one device would on the concatenated
+  batch. Frozen parameters (`trainable` False) pass through
+  `stop_gradient`, so no weight gradient is computed for them.
   """
+  loss_fn = loss_fn or methods.get(config).loss_fn
   rng = jax.random.fold_in(rng, state.step)
   rng = jax.random.fold_in(rng, jax.lax.axis_index(parallel.AXIS_NAME))
 
-  def loss_fn(params):
-    (logits, aux), updates = state.apply_fn(
+  def compute_loss(params):
+    if trainable is not None:
+      params = optim.stop_frozen_gradients(params, trainable)
+    outputs, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, batch,
         train=True, mutable=['batch_stats'], rngs={'dropout': rng})
-    loss = losses.sigmoid_cross_entropy(
-        logits, batch['au_occurrence'], normalise=config.loss_normalise)
-    extra = aux.get('loss', 0.0) if isinstance(aux, dict) else 0.0
-    return loss + extra, (loss, updates)
+    loss, scalars = loss_fn(outputs, batch, config)
+    return loss, (scalars, updates)
 
-  grads, (au_loss, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads, (scalars, updates) = jax.grad(compute_loss, has_aux=True)(
+      state.params)
   grads = jax.lax.pmean(grads, parallel.AXIS_NAME)
   state = state.apply_gradients(
       grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats))
+  scalars = jax.lax.pmean(scalars, parallel.AXIS_NAME)
+  first = next(iter(scalars.values()))
   metrics = {
-      'train_loss': jax.lax.pmean(au_loss, parallel.AXIS_NAME),
-      'learning_rate': create_learning_rate(config)(state.step - 1),
+      'train_loss': scalars.get('au_loss', first),
+      **scalars,
+      'grad_norm': optax.global_norm(grads),
+      'learning_rate': optim.create_learning_rate(config)(state.step - 1),
   }
   return state, metrics
 
 
-def eval_step(state: TrainState,
-              batch: dict[str, jnp.ndarray]) -> jnp.ndarray:
-  """Per-AU probabilities [B, C] with running batch-norm statistics."""
-  logits, _ = state.apply_fn(
+def eval_step(state: TrainState, batch: dict[str, jnp.ndarray],
+              predict: Any = methods.default_predict,
+              with_features: bool = False) -> Any:
+  """Scores [B, K] (per-AU probabilities by default) with running batch-norm
+  statistics; with `with_features`, (scores, aux['features'])."""
+  logits, aux = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats}, batch,
       train=False)
-  return jax.nn.sigmoid(logits.astype(jnp.float32))
+  scores = predict(logits, aux)
+  if with_features:
+    return scores, aux['features'].astype(jnp.float32)
+  return scores
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Clear errors for values the rest of the code would trip on later."""
+  """Clear errors, before any work starts, for values that would fail late."""
+  try:
+    from au_jax import config_checks  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    config_checks = None
+  if config_checks is not None:
+    config_checks.check_config(config, parallel.device_count())
   aus_lib.check_aus(config.aus)
   aus_lib.label_indices(config.dataset, config.aus)
-  folds.parse_folds(config.folds)
+  runs.plan(config)  # Folds, one_model_per, stage names.
+  for name in runs.stage_names(config):
+    if name is not None:
+      runs.apply_overlay(config, config.stages[name],
+                         f'config.stages.{name}')
+  methods.get(config)
   devices = parallel.device_count()
   for field in ('batch_size', 'eval_batch_size'):
     if config[field] <= 0 or config[field] % devices:
@@ -143,73 +152,119 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.crop_size > config.resize_size:
     raise ValueError(f'config.crop_size={config.crop_size} exceeds '
                      f'config.resize_size={config.resize_size}.')
+  for field in ('num_train_steps', 'log_every_steps', 'eval_every_steps',
+                'checkpoint_every_steps'):
+    if int(config.get(field, 1)) < 1:
+      raise ValueError(f'config.{field}={config.get(field)} must be >= 1.')
 
 
-def _predict_fn(p_eval_step, p_state):
-  def predict(batch):
-    return parallel.unshard(p_eval_step(p_state, parallel.shard(batch)))
-  return predict
+def _run_lock(directory: str):
+  try:
+    from au_jax import runlock  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    import contextlib  # pylint: disable=g-import-not-at-top
+    return contextlib.nullcontext()
+  return runlock.RunLock(directory)
 
 
-def _evaluate_split(config, data, split, p_eval_step, p_state,
-                    max_frames=None, thresholds=None):
-  return evaluate.evaluate(
-      _predict_fn(p_eval_step, p_state),
-      input_pipeline.eval_batches(config, data, split, max_frames),
-      config.aus, threshold=config.threshold, thresholds=thresholds)
+def _fetch(metrics: dict[str, Any]) -> dict[str, float]:
+  return jax.tree_util.tree_map(lambda x: float(x[0]), metrics)
 
 
-def train_fold(config: ml_collections.ConfigDict, workdir: str, fold: int,
-               builder: Any = None) -> dict[str, Any]:
-  """Trains (or resumes) one fold and returns its test results."""
+def _first_non_finite(pending: list[tuple[int, Any]]) -> None:
+  """Raises NonFiniteError at the first step whose loss or gradient norm is
+  nan/inf (the step's metrics were computed anyway: no extra device work)."""
+  for step, metrics in pending:
+    values = _fetch(metrics)
+    for name in ('train_loss', 'grad_norm') + tuple(sorted(values)):
+      if not np.isfinite(values[name]):
+        raise checkpointing.NonFiniteError(
+            f'Training diverged at step {step}: {name} = {values[name]}. '
+            'Stopped; the last finite checkpoint is kept and no results '
+            'were written (lower config.learning_rate?).')
+
+
+def train_run(config: ml_collections.ConfigDict, workdir: str,
+              key: runs.RunKey, builder: Any = None) -> dict[str, Any]:
+  """Trains (or resumes) run `key` and returns its test results."""
   builder = builder or input_pipeline.open_dataset(config)
-  data = input_pipeline.fold_data(config, builder, fold)
-  directory = checkpointing.run_dir(config, workdir, fold)
+  data = input_pipeline.fold_data(config, builder, key.fold)
+  directory = runs.run_dir(config, workdir, key)
   os.makedirs(directory, exist_ok=True)
+  with _run_lock(directory):
+    return _train_run_locked(config, workdir, key, builder, data, directory)
 
+
+def _train_run_locked(config, workdir, key, builder, data, directory):
+  method = methods.get(config)
   model = models.create(config, axis_name=parallel.AXIS_NAME)
-  rng = jax.random.fold_in(jax.random.key(config.seed), fold)
+  fold_seed = key.fold if isinstance(key.fold, int) else 0
+  rng = jax.random.fold_in(jax.random.key(config.seed), fold_seed)
   init_rng, step_rng = jax.random.split(rng)
   state = create_train_state(config, model, init_rng)
-  num_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
-  logging.info('%s: %s parameters', config.method, f'{num_params:,}')
+  trainable = optim.trainable_mask(config, state.params)
+  logging.info('%s %s: %s parameters, %s trainable', config.method, key,
+               f'{optim.count_parameters(state.params):,}',
+               f'{optim.count_parameters(state.params, trainable):,}')
 
+  meta = checkpointing.fingerprint(
+      config, checkpointing.data_version(builder))
+  checkpointing.write_config(config, directory)
   manager = checkpointing.create_manager(directory)
-  loader = input_pipeline.train_loader(config, data, seed=config.seed + fold)
+  loader = (method.train_batches(config, data, config.seed + fold_seed)
+            if hasattr(method, 'train_batches') else
+            input_pipeline.train_loader(config, data,
+                                        seed=config.seed + fold_seed))
   iterator = iter(loader)
   start_step = 0
-  restored = checkpointing.restore(manager, state, config)
+  restored = checkpointing.restore(manager, state, meta)
   if restored is not None:
     state, data_state, start_step = restored
     if data_state:
       iterator.set_state(data_state['iterator'].encode())
-    logging.info('Resumed fold %d from step %d in %s', fold, start_step,
-                 directory)
+    logging.info('Resumed %s from step %d in %s', key, start_step, directory)
+  elif config.get('init_from'):
+    variables, report = runs.load_init_from(
+        config, workdir, {'params': state.params,
+                          'batch_stats': state.batch_stats})
+    state = state.replace(params=variables['params'],
+                          batch_stats=variables['batch_stats'] or {})
+    logging.info('%s starts from %s (step %d): %d tensors loaded; not in the '
+                 'source: %s; source tensors unused: %d', key,
+                 report['source'], report['step'], len(report['loaded']),
+                 report['not_in_source'], len(report['unused_source']))
+    fold_evaluation.write_json(os.path.join(directory, 'init_from.json'),
+                               report)
 
   p_state = parallel.replicate(state)
-  p_train_step = parallel.pmap_step(
-      functools.partial(train_step, config=config))
-  p_eval_step = parallel.pmap_step(eval_step, donate_state=False)
+  p_train_step = parallel.pmap_step(functools.partial(
+      train_step, config=config, loss_fn=method.loss_fn,
+      trainable=trainable))
+  evaluator = fold_evaluation.Evaluator(config, data, method)
   p_rng = parallel.replicate(step_rng)
-  has_validation = bool(data.subjects.validation)
+  has_validation = bool(data.subjects.validation) or bool(data.holdout)
 
   def save(step, metrics=None):
     checkpointing.save(
         manager, step, parallel.unreplicate(p_state),
-        {'iterator': iterator.get_state().decode()}, config, metrics)
+        {'iterator': iterator.get_state().decode()}, meta, metrics)
 
   with metric_writers.MetricWriter(directory) as writer:
     progress = tqdm.tqdm(
         total=config.num_train_steps, initial=start_step,
-        desc=f'{config.method} fold {fold}', unit='step',
+        desc=f'{config.method} {key}', unit='step',
         disable=not config.get('progress_bar', True), dynamic_ncols=True)
-    last_time, last_step = time.time(), start_step
+    last_time, last_step, pending = time.time(), start_step, []
     for step in range(start_step + 1, config.num_train_steps + 1):
       batch = parallel.shard(next(iterator))
       p_state, metrics = p_train_step(p_state, batch, p_rng)
-      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+      pending.append((step, metrics))
+      is_last = step == config.num_train_steps
+      if step % config.log_every_steps == 0 or is_last:
         # Fetching metrics also keeps pmap's queue short (see stack-notes).
-        scalars = jax.tree_util.tree_map(lambda x: float(x[0]), metrics)
+        _first_non_finite(pending)
+        pending = []
+        scalars = _fetch(metrics)
         now = time.time()
         scalars['images_per_second'] = (
             (step - last_step) * config.batch_size / max(now - last_time,
@@ -219,63 +274,64 @@ def train_fold(config: ml_collections.ConfigDict, workdir: str, fold: int,
         progress.set_postfix(loss=f"{scalars['train_loss']:.4f}",
                              img_s=f"{scalars['images_per_second']:.1f}")
       progress.update(1)
-      is_last = step == config.num_train_steps
       if has_validation and (step % config.eval_every_steps == 0 or is_last):
+        _first_non_finite(pending)
+        pending = []
         p_state = parallel.sync_batch_stats(p_state)
-        results = _evaluate_split(config, data, 'validation', p_eval_step,
-                                  p_state, config.get('max_validation_frames'))
-        val = {'val_mean_f1': results['mean']['f1'],
-               'val_mean_auc': results['mean']['auc']}
+        val = evaluator.validation_scalars(p_state)
         writer.write_scalars(step, val)
-        logging.info('fold %d step %d: validation mean F1 %.1f', fold, step,
-                     val['val_mean_f1'])
-        save(step, {checkpointing.BEST_METRIC: val['val_mean_f1']})
+        logging.info('%s step %d: %s', key, step, val)
+        save(step, {checkpointing.BEST_METRIC: val['val_best']})
       elif step % config.checkpoint_every_steps == 0 or is_last:
+        _first_non_finite(pending)
+        pending = []
         p_state = parallel.sync_batch_stats(p_state)
         save(step)
     progress.close()
 
-    # Test with the best checkpoint by validation F1, else the last one.
+    # Test with the best checkpoint by validation, else the last one.
     best_step = manager.best_step() if has_validation else None
     if best_step is not None and best_step != manager.latest_step():
       state, _, _ = checkpointing.restore(
-          manager, parallel.unreplicate(p_state), config, step=best_step)
+          manager, parallel.unreplicate(p_state), meta, step=best_step)
       p_state = parallel.replicate(state)
-    thresholds = None
-    if config.get('tune_thresholds') and has_validation:
-      val_results = _evaluate_split(config, data, 'validation', p_eval_step,
-                                    p_state)
-      thresholds = evaluate.tune_thresholds(
-          val_results['labels'], val_results['probabilities'])
-    results = _evaluate_split(config, data, 'test', p_eval_step, p_state,
-                              thresholds=thresholds)
-    results['fold'] = fold
+    results = evaluator.test_results(p_state, directory)
+    results['run'] = str(key)
     results['checkpoint_step'] = int(best_step or manager.latest_step() or 0)
     results['test_subjects'] = list(data.subjects.test)
     writer.write_scalars(config.num_train_steps,
-                         {'test_mean_f1': results['mean']['f1']})
+                         {'test_' + k: v for k, v in results['mean'].items()
+                          if isinstance(v, float)})
   manager.close()
-  evaluate.write_results(results, directory, name='test_results')
   return results
+
+
+def train_fold(config: ml_collections.ConfigDict, workdir: str,
+               fold: int | str, builder: Any = None) -> dict[str, Any]:
+  """Trains every run of `fold` (views, AUs, stages) and returns the fold's
+  test results (the method's `evaluate_fold`, else the last stage's runs,
+  stacked over per-AU/per-view models)."""
+  builder = builder or input_pipeline.open_dataset(config)
+  results = {}
+  for key in runs.plan(config):
+    if key.fold != fold:
+      continue
+    results[key] = train_run(runs.run_config(config, key), workdir, key,
+                             builder)
+  method = methods.get(config)
+  if hasattr(method, 'evaluate_fold'):
+    return method.evaluate_fold(config, workdir, fold, results)
+  return fold_evaluation.combine_runs(config, workdir, fold, results)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains and tests every fold of `config.folds`; writes the cross-fold
   table (JSON + Markdown + a per-AU F1 plot) under
-  `workdir/<dataset>/<method>/` and prints it."""
+  `workdir/<dataset>-<config>/<method>/` and prints it."""
   check_config(config)
   builder = input_pipeline.open_dataset(config)
   results_by_fold = {}
   for fold in folds.parse_folds(config.folds):
     results_by_fold[fold] = train_fold(config, workdir, fold, builder)
-  table = evaluate.cross_fold(results_by_fold, config.aus)
-  directory = os.path.dirname(checkpointing.run_dir(config, workdir, 1))
-  json_path, md_path = evaluate.write_results(table, directory)
-  visualize.plot_per_au_f1(table, config.aus,
-                           os.path.join(directory, 'per_au_f1.png'))
-  print(f'\n{config.method} on {config.dataset}/{config.dataset_config}, '
-        f'folds {list(results_by_fold)}:')
-  print(evaluate.markdown_table(table, config.aus))
-  print(f'\nWritten {json_path} and {md_path}')
-  return table
+  return fold_evaluation.summarise(config, workdir, results_by_fold)

@@ -340,3 +340,35 @@ class ToBatchable(grain.transforms.Map):
 
   def map(self, element: Mapping[str, Any]) -> Element:
     return to_batchable(element)
+
+
+ID_BYTES = 48  # Fixed width of a text id carried through batches as uint8.
+
+
+def encode_text_id(value: Any) -> np.ndarray:
+  """'F001' / b'F001' -> [ID_BYTES] uint8, zero-padded (UTF-8)."""
+  data = _text(value).encode('utf-8')
+  if len(data) > ID_BYTES:
+    raise ValueError(f'id {data!r} is longer than {ID_BYTES} bytes.')
+  out = np.zeros([ID_BYTES], np.uint8)
+  out[:len(data)] = np.frombuffer(data, np.uint8)
+  return out
+
+
+def decode_text_ids(codes: np.ndarray) -> np.ndarray:
+  """[N, ID_BYTES] uint8 -> [N] str (inverse of encode_text_id)."""
+  codes = np.asarray(codes, np.uint8)
+  return np.array([bytes(row).rstrip(b'\0').decode('utf-8')
+                   for row in codes.reshape(-1, ID_BYTES)], dtype=object)
+
+
+class KeepTextIds(grain.transforms.Map):
+  """Carries 'subject' and 'sequence' through batching as uint8 codes
+  ('subject_code', 'sequence_code' [ID_BYTES]), so evaluation results keep
+  every frame's identity (decode with `decode_text_ids`)."""
+
+  def map(self, element: Mapping[str, Any]) -> Element:
+    out = dict(element)
+    for field in TEXT_FIELDS:
+      out[f'{field}_code'] = encode_text_id(element[field])
+    return out

@@ -81,7 +81,8 @@ def test_tune_thresholds_matches_brute_force():
   labels = rng.integers(-1, 2, size=(60, 3))
   labels[:, 2] = np.where(labels[:, 2] == 1, 0, labels[:, 2])  # no positives
   scores = np.round(rng.random((60, 3)) * 0.7 + 0.3 * (labels == 1), 2)
-  thresholds = evaluate.tune_thresholds(labels, scores)
+  thresholds = evaluate.tune_thresholds(labels, scores, min_positives=1,
+                                        grid=())
   for c in range(2):
     candidates = np.unique(scores[labels[:, c] >= 0, c])
     f1 = [metrics.f1_frame(labels[:, c:c + 1], scores[:, c:c + 1] >= t)[0]

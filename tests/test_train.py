@@ -24,20 +24,15 @@ def _config(data_dir, **overrides):
 
 
 def _final_params(config, workdir, fold=1):
-  manager = checkpointing.create_manager(
+  state, step = checkpointing.restore_raw(
       checkpointing.run_dir(config, workdir, fold))
-  from au_jax import models  # pylint: disable=g-import-not-at-top
-  state = train.create_train_state(config, models.create(config),
-                                   jax.random.key(0))
-  restored, _, step = checkpointing.restore(manager, state, config)
-  manager.close()
-  return restored.params, step
+  return state['params'], step
 
 
 def test_train_and_evaluate_writes_tables(tiny_data_dir, tmp_path):
   config = _config(tiny_data_dir)
   table = train.train_and_evaluate(config, str(tmp_path))
-  method_dir = tmp_path / 'synthetic_au' / 'drml'
+  method_dir = tmp_path / 'synthetic_au-tiny' / 'drml'
   for name in ('results.json', 'results.md', 'per_au_f1.png',
                'fold_1/test_results.json', 'fold_1/metrics.jsonl'):
     assert (method_dir / name).exists(), name

@@ -69,8 +69,12 @@ def create(config: Any, **overrides: Any) -> nn.Module:
         f'{available_models()}.')
   model_cls = module.Model
   kwargs = _as_dict(getattr(config, 'model', None))
+  # Output width: one logit per AU, or per class for a `classify` run.
+  if config.get('method') == 'classify':
+    kwargs['num_aus'] = int(config.num_classes)
+  else:
+    kwargs['num_aus'] = len(config.aus)
   kwargs.update(overrides)
-  kwargs['num_aus'] = len(config.aus)
   fields = {field.name for field in dataclasses.fields(model_cls)
             if field.name not in _MODULE_INTERNAL_FIELDS}
   unknown = sorted(set(kwargs) - fields)

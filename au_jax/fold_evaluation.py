@@ -1,0 +1,275 @@
+"""Evaluating runs and folds: validation during training, the test protocol
+after it, per-AU models stacked into a fold, and the cross-fold summary.
+
+The decision rule is fitted on validation frames only, then applied to the
+test frames unchanged (protocols.md):
+  * thresholds: 0.5, or with `config.tune_thresholds` per-AU thresholds
+    tuned on the full validation split (postprocess.tune_thresholds,
+    regularised by `config.min_positives_for_threshold`);
+  * smoothing: `config.median_window` = 1/None (off), an odd window, or
+    'tune' (chosen on validation from {1, 3, ..., 11}), applied per video
+    (subject, sequence, view);
+  * the best checkpoint: `config.best_metric` = 'f1' (validation mean F1
+    under the same rule as at test) or 'auc'; classification runs use
+    accuracy.
+Test results keep every frame's subject, sequence, view and frame index, and
+report F1 at 0.5 beside F1 at the tuned thresholds (and smoothed F1).
+"""
+
+import functools
+import json
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from au_jax import evaluate
+from au_jax import input_pipeline
+from au_jax import methods
+from au_jax import parallel
+from au_jax import postprocess
+from au_jax import runs
+from au_jax import svm
+from au_jax import tables
+from au_jax import visualize
+
+_ID_CODES = ('subject_code', 'sequence_code')
+
+
+def write_json(path: str, value: Any) -> None:
+  text = json.dumps(tables._json_ready(value), indent=1)  # pylint: disable=protected-access
+  tables._write_atomic(path, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
+
+
+def _model_inputs(batch):
+  return {k: v for k, v in batch.items() if k not in _ID_CODES}
+
+
+class Evaluator:
+  """Validation numbers while a run trains and its test results after."""
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               data: input_pipeline.FoldData, method: Any):
+    from au_jax import train  # pylint: disable=g-import-not-at-top
+    self.config, self.data, self.method = config, data, method
+    self.is_classify = hasattr(method, 'evaluate_split')
+    predict = getattr(method, 'predict', methods.default_predict)
+    self.p_eval = parallel.pmap_step(
+        functools.partial(train.eval_step, predict=predict),
+        donate_state=False)
+    self.p_features = parallel.pmap_step(
+        functools.partial(train.eval_step, predict=predict,
+                          with_features=True), donate_state=False)
+
+  def _predict_fn(self, p_state, features=False):
+    step = self.p_features if features else self.p_eval
+    def predict(batch):
+      return parallel.unshard(step(p_state, parallel.shard(
+          _model_inputs(batch))))
+    return predict
+
+  def _batches(self, split, max_frames=None):
+    return input_pipeline.eval_batches(self.config, self.data, split,
+                                       max_frames)
+
+  def split_results(self, p_state, split, max_frames=None,
+                    thresholds=None) -> dict[str, Any]:
+    if self.is_classify:
+      return self.method.evaluate_split(
+          self._predict_fn(p_state), self._batches(split, max_frames),
+          self.config)
+    return evaluate.evaluate(
+        self._predict_fn(p_state), self._batches(split, max_frames),
+        self.config.aus, threshold=self.config.threshold,
+        thresholds=thresholds)
+
+  def _thresholds(self, results) -> np.ndarray | None:
+    if not self.config.get('tune_thresholds'):
+      return None
+    return postprocess.tune_thresholds(
+        results['labels'], results['probabilities'],
+        min_positives=self.config.get('min_positives_for_threshold', 10))
+
+  def validation_scalars(self, p_state) -> dict[str, float]:
+    """Validation numbers; 'val_best' is what picks the best checkpoint."""
+    results = self.split_results(p_state, 'validation',
+                                 self.config.get('max_validation_frames'))
+    if self.is_classify:
+      return {'val_accuracy': results['accuracy'],
+              'val_best': results['accuracy']}
+    thresholds = self._thresholds(results)
+    if thresholds is not None:
+      results = evaluate.compute_metrics(results['labels'],
+                                         results['probabilities'],
+                                         self.config.aus, thresholds)
+    out = {'val_mean_f1': results['mean']['f1'],
+           'val_mean_auc': results['mean']['auc']}
+    best = self.config.get('best_metric', 'f1')
+    out['val_best'] = out['val_mean_auc' if best == 'auc' else 'val_mean_f1']
+    return out
+
+  def test_results(self, p_state, directory: str) -> dict[str, Any]:
+    """The test split under the validation-fitted rule, written to
+    `directory/test_results.{json,md}` (+ `_predictions.npz`)."""
+    if self.is_classify:
+      results = self.split_results(p_state, 'test')
+      tables.write_results(results, directory, 'test_results',
+                           markdown=self.method.markdown(results))
+      return results
+    has_validation = bool(self.data.subjects.validation)
+    validation = (self.split_results(p_state, 'validation')
+                  if has_validation else None)
+    thresholds = self._thresholds(validation) if validation else None
+    results = self.split_results(p_state, 'test', thresholds=thresholds)
+    window, window_scores = self._median_window(validation, thresholds)
+    results = finish_au_results(results, self.config.aus, thresholds, window)
+    results['median_window'] = window
+    if window_scores:
+      results['median_window_validation_f1'] = window_scores
+    if self.config.get('svm_on_fc9') and validation is not None:
+      results['svm'] = self._svm_results(p_state, validation)
+    tables.write_results(results, directory, 'test_results')
+    return results
+
+  def _median_window(self, validation, thresholds):
+    window = self.config.get('median_window') or 1
+    if window != 'tune':
+      return int(window), None
+    if validation is None or 'sequence' not in validation:
+      return 1, None
+    return postprocess.tune_median_window(
+        validation['labels'], validation['probabilities'],
+        thresholds if thresholds is not None else self.config.threshold,
+        (validation['subject'], validation['sequence'], validation['view']),
+        validation['frame_index'])
+
+  def _features(self, p_state, split, max_frames=None):
+    predict = self._predict_fn(p_state, features=True)
+    features, labels = [], []
+    for batch in self._batches(split, max_frames):
+      _, feats = predict(batch)
+      mask = np.asarray(batch['mask'], bool)
+      features.append(np.asarray(feats)[mask])
+      labels.append(np.asarray(batch['au_occurrence'])[mask])
+    return np.concatenate(features), np.concatenate(labels)
+
+  def _svm_results(self, p_state, validation) -> dict[str, Any]:
+    """DRML poster's head: linear SVMs on fc9 of training-subject frames
+    (an evenly spaced subset), C per AU chosen on validation."""
+    limit = self.config.get('svm_max_train_frames', 3000)
+    train_x, train_y = self._features(p_state, 'train', limit)
+    val_x, val_y = self._features(p_state, 'validation')
+    model = svm.fit_per_au(train_x, train_y, val_x, val_y)
+    test_x, test_y = self._features(p_state, 'test')
+    predictions = svm.decision(model, test_x) > 0
+    result = evaluate.compute_metrics(test_y, predictions.astype(np.float64),
+                                      self.config.aus, 0.5)
+    return {'per_au': result['per_au'], 'mean': result['mean'],
+            'c': model['c'].tolist()}
+
+
+def finish_au_results(results, aus, thresholds, window) -> dict[str, Any]:
+  """Adds 'f1_at_05' (and 'f1_smoothed' when window > 1) to each AU."""
+  labels, probabilities = results['labels'], results['probabilities']
+  at_05 = evaluate.compute_metrics(labels, probabilities, aus, 0.5)
+  rule = evaluate.per_au_values(results, 'threshold')
+  extra = {}
+  if thresholds is not None:
+    extra['f1_at_05'] = evaluate.per_au_values(at_05, 'f1')
+  predictions = (probabilities >= rule).astype(np.int8)
+  if window > 1 and 'sequence' in results:
+    smoothed = postprocess.median_smooth(
+        predictions, (results['subject'], results['sequence'],
+                      results.get('view')), window,
+        results.get('frame_index'))
+    extra['f1_smoothed'] = evaluate.per_au_values(
+        evaluate.compute_metrics(labels, smoothed.astype(np.float64), aus,
+                                 0.5), 'f1')
+    results['predictions_smoothed'] = smoothed
+  results['predictions'] = predictions
+  for name, values in extra.items():
+    for c, au in enumerate(aus):
+      results['per_au'][str(au)][name] = float(values[c])
+    results['mean'][name] = float(np.mean(values))
+  return results
+
+
+def combine_runs(config: ml_collections.ConfigDict, workdir: str, fold,
+                 results_by_key: dict[runs.RunKey, dict[str, Any]]
+                 ) -> dict[str, Any]:
+  """A fold's test results from its runs: the last stage of each (view,
+  AU) model; per-AU models' columns are stacked in `config.aus` order (all
+  read the same test frames in the same order)."""
+  last_stage = runs.stage_names(config)[-1]
+  final = {k: v for k, v in results_by_key.items() if k.stage == last_stage}
+  fold_dir = runs.run_dir(config, workdir, runs.RunKey(fold))
+  if len(final) == 1:
+    (key, results), = final.items()
+    if runs.run_dir(config, workdir, key) != fold_dir:
+      if 'aus' in results:
+        tables.write_results(results, fold_dir, 'test_results')
+      else:
+        write_json(os.path.join(fold_dir, 'test_results.json'),
+                   {k: v for k, v in results.items()
+                    if not isinstance(v, np.ndarray)})
+    results['fold'] = fold
+    return results
+  by_au = {key.au: results for key, results in final.items()}
+  if set(by_au) != set(config.aus) or len(by_au) != len(final):
+    raise ValueError(f'fold {fold}: cannot stack runs {sorted(map(str, final))}'
+                     ' into one per-AU table; give the method an '
+                     'evaluate_fold.')
+  columns = [by_au[au] for au in config.aus]
+  labels = np.concatenate([r['labels'] for r in columns], axis=1)
+  probabilities = np.concatenate([r['probabilities'] for r in columns],
+                                 axis=1)
+  thresholds = [r['per_au'][str(au)]['threshold']
+                for r, au in zip(columns, config.aus)]
+  stacked = evaluate.compute_metrics(labels, probabilities, config.aus,
+                                     thresholds)
+  for key in ('subject', 'sequence', 'view', 'frame_index'):
+    if key in columns[0]:
+      stacked[key] = columns[0][key]
+  windows = {r.get('median_window', 1) for r in columns}
+  stacked = finish_au_results(stacked, config.aus, thresholds,
+                              max(windows) if len(windows) == 1 else 1)
+  stacked['fold'] = fold
+  tables.write_results(stacked, fold_dir, 'test_results')
+  return stacked
+
+
+def summarise(config: ml_collections.ConfigDict, workdir: str,
+              results_by_fold: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+  """Writes and prints the cross-fold table under the method directory."""
+  directory = runs.method_dir(config, workdir)
+  first = next(iter(results_by_fold.values()))
+  if 'aus' not in first:  # Classification: mean accuracy over folds.
+    table = {'accuracy': float(np.mean([r['accuracy']
+                                        for r in results_by_fold.values()])),
+             'folds': {str(f): {k: v for k, v in r.items()
+                                if not isinstance(v, np.ndarray)}
+                       for f, r in results_by_fold.items()}}
+    write_json(os.path.join(directory, 'results.json'), table)
+    print(f'\n{config.method} ({config.classify_field}) on {config.dataset}/'
+          f'{config.dataset_config}: accuracy {table["accuracy"]:.1f}% '
+          f'(folds {list(results_by_fold)})')
+    markdown = getattr(methods.get(config), 'markdown', None)
+    for fold, results in results_by_fold.items():
+      if markdown is not None:
+        print(f'fold {fold}:\n{markdown(results)}')
+    return table
+  table = evaluate.cross_fold(results_by_fold, config.aus)
+  json_path, md_path = tables.write_results(table, directory)
+  visualize.plot_per_au_f1(table, config.aus,
+                           os.path.join(directory, 'per_au_f1.png'))
+  print(f'\n{config.method} on {config.dataset}/{config.dataset_config}, '
+        f'folds {list(results_by_fold)}:')
+  print(tables.markdown_table(table, config.aus))
+  svm_f1 = [r['svm']['mean']['f1'] for r in results_by_fold.values()
+            if 'svm' in r]
+  if svm_f1:
+    print(f'Linear SVM on fc9 (poster head): mean F1 {np.mean(svm_f1):.1f}')
+  print(f'\nWritten {json_path} and {md_path}')
+  return table
+

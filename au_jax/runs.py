@@ -1,0 +1,282 @@
+"""Run plans: which runs a fold needs (per stage, view, AU) and where each lives.
+
+A config describes a *method*; training it may take several runs:
+  * `config.one_model_per`: () one model for the fold (DRML, LP-Net, CAUD),
+    ('au',) one model per AU (AUNets), ('view', 'au') one per view and AU
+    (AUNets' FERA 2017 cascade);
+  * `config.stage_order`: ordered stage names (LP-Net: 'stem', 'lnet',
+    'pnet'), each with an overlay `config.stages[name]` that may only set
+    fields the base config already has (a typo is an error, not a new field).
+Each run is keyed by `RunKey(fold | 'all', view, au, stage)` and trained with
+its own config (`run_config`) in its own directory (`run_dir`):
+
+  workdir/<dataset>-<dataset_config>/<method>/{fold_<k>|all}[/view_<v>]
+         [/au_<nn>][/stage_<name>]
+
+The dataset's builder config is part of the path, so a run on
+`synthetic_au/tiny` never shares checkpoints with one on
+`synthetic_au/default`.
+"""
+
+import copy
+import dataclasses
+import os
+from typing import Any, Iterator
+
+import ml_collections
+
+from au_jax import aus as aus_lib
+from au_jax import folds as folds_lib
+
+ALL = 'all'  # Train on every subject of the dataset (cross-dataset runs).
+PER_MODEL_AXES = ('view', 'au')
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKey:
+  """One trained model: fold (int or 'all'), view, AU and stage (or None)."""
+  fold: int | str
+  view: int | None = None
+  au: int | None = None
+  stage: str | None = None
+
+  def parts(self) -> list[str]:
+    """Directory names below `<workdir>/<dataset>/<method>/`."""
+    parts = [ALL if self.fold == ALL else f'fold_{int(self.fold)}']
+    if self.view is not None:
+      parts.append(f'view_{int(self.view)}')
+    if self.au is not None:
+      parts.append(f'au_{int(self.au):02d}')
+    if self.stage is not None:
+      parts.append(f'stage_{self.stage}')
+    return parts
+
+  def __str__(self) -> str:
+    return '/'.join(self.parts())
+
+
+def dataset_dir_name(config: ml_collections.ConfigDict) -> str:
+  """'<dataset>-<builder config>' ('bp4d-crop', 'synthetic_au-default')."""
+  name = config.dataset
+  if config.get('dataset_config'):
+    name += f'-{config.dataset_config}'
+  return name
+
+
+def method_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`workdir/<dataset>-<config>/<method>` as an absolute path."""
+  return os.path.abspath(os.path.join(
+      os.path.expanduser(workdir), dataset_dir_name(config), config.method))
+
+
+def run_dir(config: ml_collections.ConfigDict, workdir: str,
+            key: 'RunKey | int | str') -> str:
+  """The directory of run `key` (an int/'all' means that fold, one model)."""
+  if not isinstance(key, RunKey):
+    key = RunKey(key)
+  return os.path.join(method_dir(config, workdir), *key.parts())
+
+
+def apply_overlay(config: ml_collections.ConfigDict,
+                  overlay: Any, where: str) -> ml_collections.ConfigDict:
+  """A copy of `config` with `overlay`'s fields set; a field the config does
+  not have is an error naming it and `where` (overlays never add fields)."""
+  config = copy.deepcopy(config)
+  items = overlay.items() if overlay is not None else ()
+  with config.unlocked():
+    for field, value in items:
+      if field not in config:
+        raise ValueError(
+            f'{where} sets config.{field}, which the base config does not '
+            f'have; overlays may only set existing fields (known: '
+            f'{sorted(config.keys())}).')
+      current = config[field]
+      if (isinstance(current, ml_collections.ConfigDict)
+          and hasattr(value, 'items')):
+        config[field] = apply_overlay(current, value, f'{where}.{field}')
+      elif isinstance(value, ml_collections.ConfigDict):
+        config[field] = copy.deepcopy(value)
+      else:
+        config[field] = value
+  return config
+
+
+def stage_names(config: ml_collections.ConfigDict) -> tuple[str | None, ...]:
+  """The config's stages in order; (None,) for a single-stage method."""
+  order = tuple(config.get('stage_order') or ())
+  stages = config.get('stages') or {}
+  for name in order:
+    if name not in stages:
+      raise ValueError(f'config.stage_order names stage {name!r}, but '
+                       f'config.stages has {sorted(stages.keys())}.')
+  return order or (None,)
+
+
+def _views(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  views = tuple(config.get('views') or ())
+  if not views:
+    raise ValueError("config.one_model_per has 'view' but config.views is "
+                     'empty: list the views to train (e.g. (1, 2, ..., 9)).')
+  return views
+
+
+def plan(config: ml_collections.ConfigDict) -> list[RunKey]:
+  """Every run `config` asks for, in the order they must train.
+
+  Folds come from `config.folds` ('all' trains on every subject). Within a
+  fold: views, then AUs, then stages in order, so a stage can start from the
+  previous stage of the same fold/view/AU, and the frontal view's models
+  exist before other views adapt from them (list the frontal view first in
+  `config.views`).
+  """
+  per = tuple(config.get('one_model_per') or ())
+  unknown = sorted(set(per) - set(PER_MODEL_AXES))
+  if unknown:
+    raise ValueError(f'config.one_model_per={per}: unknown axis {unknown}; '
+                     f'use a subset of {PER_MODEL_AXES}.')
+  folds = ((ALL,) if str(config.folds).strip() == ALL
+           else folds_lib.parse_folds(config.folds))
+  views = _views(config) if 'view' in per else (None,)
+  au_list = aus_lib.check_aus(config.aus) if 'au' in per else (None,)
+  stages = stage_names(config)
+  return [RunKey(fold, view, au, stage)
+          for fold in folds for view in views for au in au_list
+          for stage in stages]
+
+
+def run_config(config: ml_collections.ConfigDict,
+               key: RunKey) -> ml_collections.ConfigDict:
+  """The config run `key` trains with: the stage overlay applied, the AU
+  list cut to the run's AU and the data to the run's view.
+
+  The result has `run_fold`, `run_view`, `run_au`, `run_stage` set, so a
+  trainer (and the fingerprint) knows which run it is.
+  """
+  result = config
+  if key.stage is not None:
+    result = apply_overlay(config, config.stages[key.stage],
+                           f'config.stages.{key.stage}')
+  result = copy.deepcopy(result)
+  with result.unlocked():
+    if key.au is not None:
+      result.aus = (int(key.au),)
+    if key.view is not None:
+      result.views = (int(key.view),)
+    result.run_fold = key.fold
+    result.run_view = key.view
+    result.run_au = key.au
+    result.run_stage = key.stage
+  return result
+
+
+def iter_runs(config: ml_collections.ConfigDict
+              ) -> Iterator[tuple[RunKey, ml_collections.ConfigDict]]:
+  """(key, run_config) for every run of the plan, in order."""
+  for key in plan(config):
+    yield key, run_config(config, key)
+
+
+# ----------------------------------------------------------------------------
+# Starting weights (config.init_from)
+
+INIT_FIELDS = ('method', 'dataset', 'dataset_config', 'fold', 'view', 'au',
+               'stage')
+
+
+def source_run_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The run directory `config.init_from` names; its unset fields (None)
+  are this run's own (method, dataset, fold, view, AU, stage)."""
+  init = config.init_from
+  source = copy.deepcopy(config)
+  with source.unlocked():
+    for field in ('method', 'dataset', 'dataset_config'):
+      if init.get(field) is not None:
+        source[field] = init[field]
+  own = {'fold': config.get('run_fold', 1), 'view': config.get('run_view'),
+         'au': config.get('run_au'), 'stage': config.get('run_stage')}
+  picked = {k: (init.get(k) if init.get(k) is not None else own[k])
+            for k in own}
+  # 'none' explicitly clears a level (e.g. a per-AU run from a single
+  # EmoNet run: au='none').
+  picked = {k: (None if v == 'none' else v) for k, v in picked.items()}
+  return run_dir(source, workdir, RunKey(**picked))
+
+
+def _missing_source_error(config, workdir, directory) -> FileNotFoundError:
+  init = config.init_from
+  config_file = init.get('config') or config.get('config_file') or (
+      f'configs/{init.get("method") or config.method}.py')
+  fold = init.get('fold') or config.get('run_fold', 1)
+  command = (f'python -m au_jax.main --config={config_file} '
+             f'--workdir={workdir}')
+  if fold != ALL:
+    command += f' --config.folds={fold}'
+  dataset = init.get('dataset')
+  if dataset:
+    command += f' --config.dataset={dataset}'
+  if init.get('dataset_config'):
+    command += f' --config.dataset_config={init.dataset_config}'
+  return FileNotFoundError(
+      f'config.init_from names the run {directory}, which has no finished '
+      f'checkpoint. Train it first:\n  {command}')
+
+
+def load_init_from(config: ml_collections.ConfigDict, workdir: str,
+                   variables: dict[str, Any]) -> tuple[dict[str, Any],
+                                                       dict[str, Any]]:
+  """`variables` ({'params', 'batch_stats'}) with the leaves matching
+  `config.init_from.params` copied from the source run.
+
+  Returns (new variables, report) where report lists 'source', 'step',
+  'loaded' (names), 'not_in_source' (matched names the source lacks or has
+  in another shape) and 'unused_source' (source parameters nothing took).
+  Raises FileNotFoundError with the command that trains the source run.
+  """
+  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from au_jax import optim  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  directory = source_run_dir(config, workdir)
+  try:
+    raw, step = checkpointing.restore_raw(directory)
+  except (FileNotFoundError, ValueError) as error:
+    raise _missing_source_error(config, workdir, directory) from error
+  pattern = re.compile(config.init_from.get('params') or '.*')
+  report = {'source': directory, 'step': int(step), 'loaded': [],
+            'not_in_source': [], 'unused_source': []}
+  result = {}
+  for group in ('params', 'batch_stats'):
+    target = optim.flat_params(variables.get(group) or {})
+    source = optim.flat_params(raw.get(group) or {})
+    taken = set()
+    new = {}
+    for name, value in target.items():
+      full = f'{group}/{name}'
+      if group == 'params' and not pattern.fullmatch(name):
+        new[name] = value
+        continue
+      if group == 'batch_stats' and not pattern.fullmatch(
+          name.rsplit('/', 1)[0] + '/scale') and not pattern.fullmatch(name):
+        new[name] = value
+        continue
+      if name in source and np.shape(source[name]) == np.shape(value):
+        new[name] = np.asarray(source[name], np.asarray(value).dtype)
+        taken.add(name)
+        report['loaded'].append(full)
+      else:
+        new[name] = value
+        shape = np.shape(source[name]) if name in source else None
+        report['not_in_source'].append(
+            f'{full} {tuple(np.shape(value))}' + (
+                f' (source {tuple(shape)})' if shape is not None else ''))
+    report['unused_source'] += [f'{group}/{n}' for n in source
+                                if n not in taken]
+    import flax  # pylint: disable=g-import-not-at-top
+    result[group] = flax.traverse_util.unflatten_dict(
+        {tuple(k.split('/')): v for k, v in new.items()})
+  if not report['loaded']:
+    raise ValueError(
+        f'config.init_from.params={pattern.pattern!r} matched no parameter '
+        f'of {directory} with the same name and shape; parameters that '
+        f'matched the regex: {report["not_in_source"][:10]}.')
+  return result, report
