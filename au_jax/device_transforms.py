@@ -42,7 +42,8 @@ def augmentation_key(seed: int | Array, step: int | Array,
   """The augmentation key of one device at one step.
 
   A function of (seed, step, device index) only, so resuming at `step`
-  draws the same crops and flips. Under pmap pass
+  draws the same crops and flips. `seed` is an int or a PRNG key (e.g. the
+  trainer's per-fold key). Under pmap pass
   `lax.axis_index(parallel.AXIS_NAME)` as `device_index`; `step` may be a
   traced value (e.g. `state.step`).
   """
