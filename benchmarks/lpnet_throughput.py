@@ -49,6 +49,8 @@ _STEPS = flags.DEFINE_integer('steps', 2, 'Timed steps per window.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Windows; the best counts.')
 _MODELS = flags.DEFINE_list('models', ['resnet34', 'lpnet'],
                             'Any of resnet34, lpnet.')
+_TORCH_THREADS = flags.DEFINE_integer(
+    'torch_threads', 0, 'torch.set_num_threads (0: torch default).')
 _FRAMEWORKS = flags.DEFINE_list('frameworks', ['jax', 'torch'],
                                 'Any of jax, torch.')
 
@@ -219,6 +221,8 @@ def main(argv):
   versions = [f'python {platform.python_version()}', f'jax {jax.__version__}']
   if 'torch' in _FRAMEWORKS.value:
     import torch  # pylint: disable=g-import-not-at-top
+    if _TORCH_THREADS.value:
+      torch.set_num_threads(_TORCH_THREADS.value)
     versions.append(f'torch {torch.__version__} '
                     f'({torch.get_num_threads()} threads)')
   device = jax.devices()[0]

@@ -322,3 +322,46 @@ def test_eight_device_loss_and_gradient_equal_one_device():
   np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
   np.testing.assert_allclose(au8, au1, rtol=1e-5)
   np.testing.assert_allclose(r8, r1, rtol=1e-5)
+
+
+# ----------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize('variant', ['', 'paper', 'test'])
+def test_config_stages_pass_on_their_stem_weights(variant):
+  """Each stage's init_from regex covers parameters that exist, with the
+  same shapes, in the stage it starts from; what it leaves out is the new
+  head (and the pretraining classifier 'output' is never carried over)."""
+  import re  # pylint: disable=g-import-not-at-top
+  from au_jax import config_checks, models, optim, runs  # pylint: disable=g-import-not-at-top
+  from configs import lpnet as lpnet_config  # pylint: disable=g-import-not-at-top
+  config = lpnet_config.get_config(variant)
+  config_checks.check_config(config, 1)
+  size = config.crop_size
+  batch = {'image': jnp.zeros((1, size, size, 3)),
+           'landmarks': jnp.zeros((1, 68, 2))}
+  shapes = {}
+  for key, run in runs.iter_runs(config):
+    if key.fold != runs.plan(config)[0].fold:
+      continue
+    model = models.create(run)
+    params = jax.eval_shape(
+        lambda m=model: m.init(jax.random.key(0), batch, False))['params']
+    shapes[key.stage] = {
+        name: leaf.shape for name, leaf in zip(
+            optim.parameter_names(params), jax.tree_util.tree_leaves(params))}
+    if run.init_from is None:
+      continue
+    source = shapes[run.init_from.stage]
+    carried = {n for n in shapes[key.stage]
+               if re.fullmatch(run.init_from.params, n)}
+    assert carried and all(shapes[key.stage][n] == source[n]
+                           for n in carried)
+    new = {n.split('/')[0] for n in set(shapes[key.stage]) - carried}
+    assert new == {'stem': {'output'}, 'lnet': {'lnet'},
+                   'pnet': {'pnet'}}[key.stage]
+  assert list(shapes) == ['pretrain', 'stem', 'lnet', 'pnet']
+  stem = sum(int(np.prod(s)) for n, s in shapes['stem'].items()
+             if n.startswith('stem/'))
+  if variant == 'paper':
+    assert stem == 21_284_672  # ResNet-34 without the classifier
