@@ -31,8 +31,8 @@ applies the evaluation transforms; faces from consecutive frames fill
 fixed-size batches (one compile) and the next batch is prepared while the
 model runs the last. Raw rows (box, logits) go to a temporary file.
 Pass 2 reads that file per track: optional per-person calibration, then
-optional median smoothing (AUNets' post-processing, `evaluate.median_smooth`
-per track), then thresholds and the CSV. Memory does not grow with video
+optional median smoothing (AUNets' post-processing,
+`postprocess.median_smooth` per track), then thresholds and the CSV. Memory does not grow with video
 length (measured in benchmarks/predict_throughput.py).
 
 Calibration (`--calibrate`, off by default): OpenFace's dynamic models
@@ -60,10 +60,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from au_jax import evaluate
+from au_jax import checkpointing
 from au_jax import models
+from au_jax import postprocess
 from au_jax import predict_io
 from au_jax import prepare
 from au_jax import tracking
@@ -72,7 +72,6 @@ from au_jax.preprocess import face as face_lib
 
 BOX_COLUMNS = ('face_x', 'face_y', 'face_width', 'face_height')
 META_COLUMNS = ('frame', 'face_id', 'timestamp', 'confidence', 'success')
-_BEST_METRIC = 'val_mean_f1'  # checkpointing.BEST_METRIC
 _MIN_CALIBRATION_FRAMES = 25
 
 
@@ -115,15 +114,16 @@ def _tuples(value: Any) -> Any:
 
 
 def load_config(directory: str) -> ml_collections.ConfigDict:
-  path = os.path.join(directory, 'config.json')
-  if not os.path.isfile(path):
-    raise ValueError(f'Run directory {directory} has no config.json: it is '
-                     'not a finished au_jax run (train it with au_jax.main).')
-  with open(path, encoding='utf-8') as f:
-    try:
-      return ml_collections.ConfigDict(_tuples(json.load(f)))
-    except json.JSONDecodeError as error:
-      raise ValueError(f'{path} is not valid JSON ({error}).') from None
+  """The run's config.json, lists turned back into tuples; ValueError (one
+  line) when the directory is not a run."""
+  try:
+    config = checkpointing.read_config(directory)
+  except FileNotFoundError as error:
+    raise ValueError(str(error).splitlines()[0]) from None
+  except json.JSONDecodeError as error:
+    raise ValueError(f'{directory}/config.json is not valid JSON '
+                     f'({error}).') from None
+  return ml_collections.ConfigDict(_tuples(config.to_dict()))
 
 
 def face_options_for(config: ml_collections.ConfigDict) -> face_lib.FaceOptions:
@@ -177,25 +177,14 @@ def load_run(directory: str) -> Run:
   if not os.path.isdir(directory):
     raise ValueError(f'Checkpoint directory {directory} does not exist.')
   config = load_config(directory)
-  checkpoints = os.path.join(directory, 'checkpoints')
-  if not os.path.isdir(checkpoints):
+  if not os.path.isdir(os.path.join(directory, 'checkpoints')):
     raise ValueError(f'Run directory {directory} has no checkpoints/: no '
                      'finished training step.')
-  manager = ocp.CheckpointManager(
-      checkpoints, item_names=('state', 'data', 'meta'),
-      options=ocp.CheckpointManagerOptions(
-          best_fn=lambda metrics: metrics[_BEST_METRIC], best_mode='max',
-          create=False, read_only=True))
   try:
-    step = manager.best_step()
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise ValueError(f'Run directory {directory} has no finished '
-                       'checkpoint.')
-    state = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))['state']
-  finally:
-    manager.close()
+    # The best step by validation, else the newest intact one.
+    state, step = checkpointing.restore_raw(directory)
+  except FileNotFoundError as error:
+    raise ValueError(str(error).splitlines()[0]) from None
   variables = {'params': state['params']}
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']
@@ -421,7 +410,7 @@ def _full_frame_face(image: np.ndarray, size: int
   box = np.array([(width - side) / 2, (height - side) / 2, side, side])
   matrix = face_lib.crop_matrix(box, size, 0.0)
   crop = tracking.warp_face(image, matrix, size)
-  return (tracking.Face(0, box, 1.0, True),
+  return (tracking.Face(0, box, 1.0),
           np.ascontiguousarray(crop[..., ::-1]))
 
 
@@ -461,7 +450,7 @@ def _post_process(raw: np.ndarray, run: Run, options: Options,
     for window in np.unique(windows):
       if window > 1:
         columns_ = windows == window
-        values[:, columns_] = evaluate.median_smooth(
+        values[:, columns_] = postprocess.median_smooth(
             values[:, columns_], np.zeros(len(rows)), int(window))
     probabilities[rows] = values
   return probabilities
