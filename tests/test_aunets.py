@@ -204,3 +204,25 @@ def test_loss_is_two_way_softmax_cross_entropy_by_hand():
   np.testing.assert_allclose(scalars['au_loss_12'][0], expected, rtol=1e-6)
   log_softmax = jax.nn.log_softmax(pairs[:2, 0], axis=-1)
   np.testing.assert_allclose(-log_softmax[:, 1].mean(), expected, rtol=1e-6)
+
+
+def test_config_variant_sets_fusion_flow_and_frozen_together():
+  # pylint: disable=g-import-not-at-top
+  from au_jax import models
+  from au_jax import optim
+  from configs import aunets as aunets_config
+  config = aunets_config.get_config('paper-pi_fc6')
+  assert (config.model.fusion, config.flow) == ('pi_fc6', True)
+  assert config.one_model_per == ('au',)
+  assert (config.adam_b1, config.adam_b2, config.learning_rate,
+          config.lr_schedule) == (0.5, 0.999, 1e-4, 'linear')
+  config.aus = (12,)  # One run = one AU.
+  params = _abstract(models.create(config), 224)
+  mults = optim.learning_rate_multipliers(config, params)
+  learnable = sum(int(np.prod(p.shape)) for p, m in zip(
+      jax.tree.leaves(params), jax.tree.leaves(mults)) if m)
+  assert learnable == 151_045_954  # Table 3: 151m.
+  rgb = aunets_config.get_config('test')
+  assert (rgb.model.fusion, rgb.flow, rgb.frozen) == ('rgb', False, '')
+  with pytest.raises(ValueError, match="unknown variant 'paper-late'"):
+    aunets_config.get_config('paper-late')

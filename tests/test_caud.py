@@ -200,3 +200,24 @@ def test_loss_fn_scalars_and_au_count_check():
   with pytest.raises(ValueError, match=r'config.aus has 1 AUs: \(6,\)'):
     caud_method.loss_fn(outputs, batch, ml_collections.ConfigDict(
         {'aus': [6]}))
+
+
+def test_caud_configs_freeze_exactly_the_encoder():
+  from au_jax import models  # pylint: disable=g-import-not-at-top
+  from au_jax import optim  # pylint: disable=g-import-not-at-top
+  from configs import caud as caud_config  # pylint: disable=g-import-not-at-top
+  for variant in ('', 'paper', 'test'):
+    config = caud_config.get_config(variant)
+    model = models.create(config)
+    batch = {'image': jax.ShapeDtypeStruct(
+        (1, config.crop_size, config.crop_size, 3), jnp.float32)}
+    params = jax.eval_shape(lambda b, m=model: m.init(
+        jax.random.key(0), b, train=False), batch)['params']
+    mults = optim.learning_rate_multipliers(config, params)
+    for path, mult in jax.tree_util.tree_leaves_with_path(mults):
+      name = '/'.join(k.key for k in path)
+      assert (mult == 0) == name.startswith('encoder/'), name
+      # init_from takes the encoder and the heads' fc6/fc7, not the outputs.
+      assert bool(re.fullmatch(config.init_from.params, name)) == (
+          '/output/' not in name), name
+  assert caud_config.get_config('paper').init_from.au == 'none'  # Per AU.

@@ -202,3 +202,17 @@ def test_loader_refuses_pickles_and_mismatches(torch_reference, tmp_path):
   with pytest.raises(ValueError,
                      match=r'vgg\.npz: features\.0\.weight.*conv1_1'):
     weights.load_vgg(str(tmp_path / 'vgg.npz'), params['params'])
+
+
+def test_emonet_configs_build_an_8_way_vgg():
+  from configs import emonet  # pylint: disable=g-import-not-at-top
+  for variant, fc6_rows in (('', 2 * 2 * 64), ('paper', 7 * 7 * 512),
+                            ('test', 1 * 1 * 32)):
+    config = emonet.get_config(variant)
+    model = models.create(config)
+    assert (model.num_aus, config.classify_field) == (8, 'emotion')
+    params = _abstract_params(model, config.crop_size)
+    assert params['output']['kernel'].shape[-1] == 8
+    assert params['fc6']['kernel'].shape[0] == fc6_rows
+  with pytest.raises(ValueError, match="unknown variant 'gpu'"):
+    emonet.get_config('gpu')
