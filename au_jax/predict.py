@@ -348,12 +348,12 @@ class _Pass1:
     batch = {k: np.pad(v, [(0, size - count)] + [(0, 0)] * (v.ndim - 1))
              for k, v in batch.items()}
     outputs = self.run._apply(self.run.variables, batch)  # pylint: disable=protected-access
+    self.timings['model'] += time.perf_counter() - start
     # The previous batch is read only now, so the model ran it while this
     # batch's faces were being found and cut.
     self._collect()
     self.in_flight = (outputs, self.owners)
     self.faces, self.owners = [], []
-    self.timings['model'] += time.perf_counter() - start
 
   def _collect(self) -> None:
     if self.in_flight is None:
@@ -650,41 +650,46 @@ def predict(inputs: str | Sequence[str], checkpoint: str,
   return table
 
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Run directory.')
-_INPUT = flags.DEFINE_multi_string('input', [], 'Video, image or folder of '
-                                   'images; repeat for several.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where <stem>.csv go.')
-_SMOOTH = flags.DEFINE_integer('smooth', None, 'Median window (odd); default '
-                               "the run's tuned window, 1 = off.")
-_CALIBRATE = flags.DEFINE_boolean('calibrate', False, 'Per-person baseline '
-                                  'shift (see au_jax/predict.py).')
-_PLOT = flags.DEFINE_boolean('plot', False, 'Write <stem>_aus.png.')
-_ANNOTATE = flags.DEFINE_boolean('annotate', False, 'Write annotated copies.')
-_FACES = flags.DEFINE_enum('faces', 'detect', ['detect', 'full_frame'],
-                           'Find faces, or take each frame as a face crop.')
-_BATCH = flags.DEFINE_integer('batch_size', 32, 'Faces per model call.')
-_FULL_SCAN = flags.DEFINE_integer('full_scan_every', 5, 'Frames between '
-                                  'whole-frame face scans.')
+def _define_flags() -> None:
+  """The CLI flags; defined only when run as a program, so importing
+  au_jax.predict adds no flags to another program's absl FLAGS."""
+  flags.DEFINE_string('checkpoint', None, 'Run directory.')
+  flags.DEFINE_multi_string('input', [], 'Video, image or folder of images; '
+                            'repeat for several.')
+  flags.DEFINE_string('output_dir', None, 'Where <stem>.csv go.')
+  flags.DEFINE_integer('smooth', None, 'Median window (odd); default the '
+                       "run's tuned window, 1 = off.")
+  flags.DEFINE_boolean('calibrate', False, 'Per-person baseline shift (see '
+                       'au_jax/predict.py).')
+  flags.DEFINE_boolean('plot', False, 'Write <stem>_aus.png.')
+  flags.DEFINE_boolean('annotate', False, 'Write annotated copies.')
+  flags.DEFINE_enum('faces', 'detect', ['detect', 'full_frame'],
+                    'Find faces, or take each frame as a face crop.')
+  flags.DEFINE_integer('batch_size', 32, 'Faces per model call.')
+  flags.DEFINE_integer('full_scan_every', 5, 'Frames between whole-frame '
+                       'face scans.')
 
 
 def main(argv: Sequence[str]) -> int:
+  """The CLI: exit 0, 1 when some input failed, 2 when nothing could run."""
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     print(f'predict: unexpected arguments {argv[1:]}', file=sys.stderr)
     return 2
-  if not _CHECKPOINT.value or not _INPUT.value or not _OUTPUT_DIR.value:
+  if not FLAGS.checkpoint or not FLAGS.input or not FLAGS.output_dir:
     print('predict: --checkpoint, --input and --output_dir are required.',
           file=sys.stderr)
     return 2
   try:
     options = Options(
-        faces=_FACES.value, smooth=_SMOOTH.value, calibrate=_CALIBRATE.value,
-        batch_size=_BATCH.value, plot=_PLOT.value, annotate=_ANNOTATE.value,
-        tracker=tracking.TrackerOptions(full_scan_every=_FULL_SCAN.value))
-    run = load_run(_CHECKPOINT.value)
+        faces=FLAGS.faces, smooth=FLAGS.smooth, calibrate=FLAGS.calibrate,
+        batch_size=FLAGS.batch_size, plot=FLAGS.plot, annotate=FLAGS.annotate,
+        tracker=tracking.TrackerOptions(full_scan_every=FLAGS.full_scan_every))
+    run = load_run(FLAGS.checkpoint)
   except ValueError as error:
     print(f'predict: {error}', file=sys.stderr)
     return 2
-  results, errors = predict_many(_INPUT.value, run, _OUTPUT_DIR.value,
+  results, errors = predict_many(FLAGS.input, run, FLAGS.output_dir,
                                  options)
   for result in results:
     fps = result.frames / max(result.seconds['total'], 1e-9)
@@ -697,5 +702,5 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required([])
+  _define_flags()
   app.run(lambda argv: sys.exit(main(argv)))
