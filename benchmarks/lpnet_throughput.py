@@ -16,12 +16,31 @@ torch is a benchmark-only extra (never an au_jax dependency):
   PYTHONPATH=. python benchmarks/lpnet_throughput.py --input_size=96 \
       --batch_size=8 --width=64 --steps=2 --repeats=2
 
-Measured 2026-11-28 on the shared 2-core CPU (XLA:CPU / torch 2.13.0+cpu,
-2 threads, float32) with other engineers' jobs running (load average
-12-16, so absolute figures are noisy; the two frameworks were timed
-alternately in the same run):
-  (filled in below)
-No GPU figures yet.
+Measured 2026-11-28 on the shared 2-core x86_64 CPU, Linux, python 3.11.7,
+jax 0.10.2 (XLA:CPU), torch 2.13.0+cpu, float32, 12 AUs, with other
+engineers' jobs running (load average 7-19 on 2 cores: figures within one
+run are comparable, across runs they move by up to ~1.6x). img/s, train
+step (ms/step):
+
+  96x96 (k = 9), batch 8, width 64 (the real ResNet-34, LSTM 128):
+    command above (torch default 2 threads, load ~17-19):
+      ResNet-34  jax 4.53 (1766)   torch 0.57 (13954)
+      LP-Net     jax 5.48 (1461)   torch 0.84 (9514)
+    same with --torch_threads=1 (load ~10):
+      ResNet-34  jax 2.89 (2770)   torch 2.21 (3618)
+      LP-Net     jax 2.29 (3492)   torch 2.50 (3196)
+  96x96, batch 32, width 16, LSTM 64 (configs/lpnet.py CPU job; torch 2
+  threads, load ~15): ResNet-34 jax 77.5 (413), torch 13.9 (2297);
+  LP-Net jax 53.0 (604), torch 8.1 (3929).
+  JAX compile: 26-36 s (width 64), 12-26 s (width 16).
+
+Reading: on an oversubscribed machine torch's 2 spinning OpenMP threads
+lose most of their time (0.6 img/s); with one thread torch and JAX are
+within ~1.3x of each other either way, i.e. the same layers cost the same
+on CPU, and the L-Net's 12 sequential LSTMs over k = 9 positions add little
+to the ResNet-34 step at this size in either framework (the JAX L-Net runs
+the 12 LSTMs as one vmapped recurrence). An unloaded machine is needed for
+firmer numbers. No GPU was lent to this task, so there are no GPU figures.
 """
 
 import platform

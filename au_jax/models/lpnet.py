@@ -233,7 +233,7 @@ class Model(nn.Module):
 
     Returns:
       logits [B, C] float32 and aux with 'au_feature' f_au [B, D] (mean of
-      the k local features), plus, with P-Net, 'shape_feature' f_s [B, D],
+      the k local features; also as 'features'), plus, with P-Net, 'shape_feature' f_s [B, D],
       'shape_terms' m [B, C] and 'shape_valid' [B]; with L-Net,
       'local_logits' [B, k, C].
     """
@@ -248,6 +248,7 @@ class Model(nn.Module):
     local = feature_map.reshape(batch_size, height * width, channels)
     au_feature = local.mean(axis=1)  # f_au (eq. 3)
     aux = {'au_feature': au_feature.astype(jnp.float32)}
+    aux['features'] = aux['au_feature']  # The trainer's generic name.
     if self.use_lnet:
       logits, per_position = LNet(self.num_aus, self.lstm_features,
                                   self.dtype, name='lnet')(local)
