@@ -378,6 +378,10 @@ RULES: dict[str, Rule] = {
     'median_window': Rule(_median_ok, "an odd int >= 1, 'tune' or None", 4),
     'progress_bar': boolean(),
     'svm_on_fc9': boolean(),
+    'svm_max_train_frames': ints(1),
+    'min_positives_for_threshold': ints(0),
+    'best_metric': Rule(lambda v, *_: v in ('f1', 'auc'), "'f1' or 'auc'",
+                        'map'),
     # Starting weights (None fields mean: the same as this run).
     'init_from': Rule(lambda v, c, d: v is None,
                       f'None or a ConfigDict with fields {INIT_FROM_FIELDS}',

@@ -44,7 +44,15 @@ def main(argv):
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/drml.py')
   logging.info('JAX devices: %s', jax.devices())
-  train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, FloatingPointError,
+          RuntimeError) as error:
+    # Bad settings, missing source runs, divergence, held run directories:
+    # one message naming the cause, not a traceback.
+    if type(error).__module__.startswith(('jax', 'flax', 'orbax')):
+      raise
+    sys.exit(f'au_jax: {error}')
 
 
 def parse_flags(argv: list[str]) -> list[str]:

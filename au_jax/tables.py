@@ -141,6 +141,9 @@ def write_results(results: Mapping[str, Any], directory: str,
   _write_atomic(md_path, lambda f: f.write(table + '\n'))
   raw = {k: np.asarray(v) for k, v in results.items()
          if k in RAW_KEYS or isinstance(v, np.ndarray)}
+  # Text ids as fixed-width unicode: loadable with allow_pickle=False.
+  raw = {k: v.astype(str) if v.dtype.kind == 'O' else v
+         for k, v in raw.items()}
   if raw:
     _write_atomic(os.path.join(directory, f'{name}_predictions.npz'),
                   lambda f: np.savez_compressed(f, **raw), mode='wb')

@@ -1,0 +1,414 @@
+"""The method contract: one loop, run plans, optimiser groups, init_from,
+fingerprints, per-frame ids and validation-only decision rules (issue 7)."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from au_jax import checkpointing
+from au_jax import fold_evaluation
+from au_jax import input_pipeline
+from au_jax import methods
+from au_jax import models
+from au_jax import optim
+from au_jax import parallel
+from au_jax import postprocess
+from au_jax import runs
+from au_jax import svm
+from au_jax import train
+from au_jax.methods import classify
+from configs import drml
+
+
+def _config(data_dir=None, **overrides):
+  config = drml.get_config('test')
+  config.data_dir = data_dir
+  config.folds = '1'
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+# -------------------------------------------------------------- DRML pinned
+
+
+def test_drml_loss_and_one_update_unchanged_by_the_refactor():
+  """Values computed with the trainer before methods/ and optim.py existed
+  (commit 0251426, the same fixed batch and keys)."""
+  config = drml.get_config('test')
+  rng = np.random.default_rng(0)
+  batch = {
+      'image': rng.normal(size=(8, 66, 66, 3)).astype(np.float32),
+      'landmarks': rng.uniform(0, 66, size=(8, 68, 2)).astype(np.float32),
+      'au_occurrence': rng.integers(-1, 2, size=(8, 12)).astype(np.int32)}
+  model = models.create(config, axis_name=parallel.AXIS_NAME)
+  state = train.create_train_state(config, model, jax.random.key(0))
+  step = parallel.pmap_step(functools.partial(train.train_step,
+                                              config=config))
+  p_state, metrics = step(parallel.replicate(state), parallel.shard(batch),
+                          parallel.replicate(jax.random.key(1)))
+  params = parallel.unreplicate(p_state).params
+  assert float(metrics['train_loss'][0]) == pytest.approx(4.905619144439697,
+                                                          rel=1e-5)
+  total = sum(np.abs(np.asarray(x, np.float64)).sum()
+              for x in jax.tree_util.tree_leaves(params))
+  assert total == pytest.approx(160447.34914450697, rel=1e-5)
+  assert float(params['output']['kernel'][0, 0]) == pytest.approx(
+      -0.026674237102270126, rel=1e-4)
+  assert float(params['conv1']['kernel'][0, 0, 0, 0]) == pytest.approx(
+      -0.013561167754232883, rel=1e-4)
+
+
+# ----------------------------------------------------------------- optim.py
+
+
+def _params():
+  return {'encoder': {'kernel': jnp.ones((3, 4))},
+          'head': {'kernel': jnp.ones((4, 2)), 'bias': jnp.zeros((2,))}}
+
+
+def _optim_config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      optimizer='sgd', learning_rate=0.1, momentum=0.0, weight_decay=0.0,
+      lr_schedule='constant', num_train_steps=10, frozen='',
+      lr_mults=()))
+  config.update(overrides)
+  return config
+
+
+def test_frozen_parameters_get_no_update_and_no_optimiser_state():
+  params = _params()
+  config = _optim_config(optimizer='adam', frozen='encoder/.*')
+  tx = optim.create_optimizer(config, params)
+  opt_state = tx.init(params)
+  # Adam keeps mu and nu for the 10 trainable scalars only.
+  assert optim.state_parameter_count(opt_state) == 2 * (8 + 2)
+  mask = optim.trainable_mask(config, params)
+  loss = lambda p: sum(jnp.sum(x ** 2) for x in jax.tree_util.tree_leaves(
+      optim.stop_frozen_gradients(p, mask)))
+  grads = jax.grad(loss)(params)
+  np.testing.assert_array_equal(grads['encoder']['kernel'], 0.0)
+  np.testing.assert_array_equal(grads['head']['kernel'], 2.0)
+  updates, _ = tx.update(grads, opt_state, params)
+  np.testing.assert_array_equal(updates['encoder']['kernel'], 0.0)
+  assert np.all(np.asarray(updates['head']['kernel']) != 0)
+
+
+def test_learning_rate_multipliers_scale_each_group():
+  params = _params()
+  config = _optim_config(lr_mults=(('encoder/.*', 0.5),))
+  tx = optim.create_optimizer(config, params)
+  grads = jax.tree_util.tree_map(lambda x: jnp.full(x.shape, 2.0), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # SGD: update = -lr * mult * g = -0.1 * 0.5 * 2 and -0.1 * 1 * 2.
+  np.testing.assert_allclose(updates['encoder']['kernel'], -0.1)
+  np.testing.assert_allclose(updates['head']['kernel'], -0.2)
+
+
+def test_schedules_step_and_linear():
+  step = optim.create_learning_rate(_optim_config(
+      lr_schedule='step', lr_decay_steps=5, lr_decay_factor=0.1))
+  assert float(step(4)) == pytest.approx(0.1)
+  assert float(step(5)) == pytest.approx(0.01)
+  linear = optim.create_learning_rate(_optim_config(lr_schedule='linear'))
+  assert float(linear(5)) == pytest.approx(0.05)
+  assert float(linear(10)) == pytest.approx(0.0)
+
+
+def test_bad_regex_is_named():
+  with pytest.raises(ValueError, match='config.frozen'):
+    optim.trainable_mask(_optim_config(frozen='enc(['), _params())
+
+
+# ------------------------------------------------------------------ runs.py
+
+
+def _plan_config():
+  config = _config(one_model_per=('view', 'au'), views=(5, 1), aus=(1, 2),
+                   stage_order=('stem', 'head'))
+  config.stages = ml_collections.ConfigDict({
+      'stem': {'learning_rate': 0.5}, 'head': {'frozen': 'conv.*'}})
+  return config
+
+
+def test_plan_expands_views_aus_stages_in_training_order():
+  config = _plan_config()
+  keys = runs.plan(config)
+  assert [str(k) for k in keys[:4]] == [
+      'fold_1/view_5/au_01/stage_stem', 'fold_1/view_5/au_01/stage_head',
+      'fold_1/view_5/au_02/stage_stem', 'fold_1/view_5/au_02/stage_head']
+  assert len(keys) == 8 and keys[4].view == 1
+  run = runs.run_config(config, keys[0])
+  assert run.aus == (1,) and run.views == (5,) and run.learning_rate == 0.5
+  assert runs.run_config(config, keys[1]).frozen == 'conv.*'
+  assert runs.run_dir(config, '/w', keys[1]) == (
+      '/w/synthetic_au-tiny/drml/fold_1/view_05/au_01/stage_head'.replace(
+          'view_05', 'view_5'))
+
+
+def test_stage_overlay_may_not_add_fields():
+  config = _plan_config()
+  config.stages.head = ml_collections.ConfigDict({'lerning_rate': 0.1})
+  with pytest.raises(ValueError, match="stages.head sets config.lerning_rate"):
+    runs.run_config(config, runs.RunKey(1, 5, 1, 'head'))
+
+
+# ----------------------------------------------------------- fingerprints
+
+
+@pytest.mark.parametrize('field,value', [
+    ('dataset_config', 'default'), ('aus', (1, 2)), ('optimizer', 'adam'),
+    ('learning_rate', 0.5), ('momentum', 0.5), ('weight_decay', 0.0),
+    ('seed', 3), ('crop_size', 60), ('resize_size', 80), ('flip', False),
+    ('pixel_std', (1 / 255,) * 3), ('pixel_mean', (0.4, 0.4, 0.4)),
+    ('frozen', 'conv1/.*'), ('batch_size', 16), ('lr_schedule', 'linear'),
+    ('init_from', ml_collections.ConfigDict({'stage': 'a'})),
+    ('views', (5,)), ('tune_thresholds', True), ('best_metric', 'auc'),
+])
+def test_result_changing_fields_are_fingerprinted(field, value):
+  config = _config()
+  before = checkpointing.fingerprint(config, 'data:1')
+  config[field] = value
+  after = checkpointing.fingerprint(config, 'data:1')
+  assert before['hash'] != after['hash']
+  assert field in checkpointing.differing_fields(before, after)
+
+
+def test_model_stage_and_data_version_are_fingerprinted():
+  config = _config()
+  base = checkpointing.fingerprint(config, 'data:1')
+  assert base['hash'] != checkpointing.fingerprint(config, 'data:2')['hash']
+  config.model.dropout_rate = 0.1
+  assert checkpointing.differing_fields(
+      base, checkpointing.fingerprint(config, 'data:1')) == ['model']
+  staged = _config(stage_order=('pnet',))
+  staged.stages = ml_collections.ConfigDict({'pnet': {}})
+  staged = runs.run_config(staged, runs.RunKey(1, stage='pnet'))
+  base = checkpointing.fingerprint(runs.run_config(_config(), runs.RunKey(1)),
+                                   'data:1')
+  assert 'run_stage' in checkpointing.differing_fields(
+      base, checkpointing.fingerprint(staged, 'data:1'))
+
+
+@pytest.mark.parametrize('field,value', [
+    ('num_train_steps', 99), ('log_every_steps', 7), ('num_workers', 5),
+    ('progress_bar', True), ('eval_every_steps', 3),
+    ('checkpoint_every_steps', 9), ('median_window', 5),
+])
+def test_fields_that_only_extend_or_observe_are_not(field, value):
+  config = _config()
+  before = checkpointing.fingerprint(config)['hash']
+  config[field] = value
+  assert checkpointing.fingerprint(config)['hash'] == before
+
+
+# ------------------------------------------------------------- classify
+
+
+def _in_one_device_pmap(fn, *args):
+  return jax.pmap(fn, axis_name=parallel.AXIS_NAME)(
+      *[jax.tree_util.tree_map(lambda x: x[None], a) for a in args])
+
+
+def test_classify_loss_by_hand():
+  logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+  batch = {'view': jnp.array([1, 3, 0])}  # view 0 (single view) unknown.
+  config = ml_collections.ConfigDict({'classify_field': 'view'})
+  loss, scalars = _in_one_device_pmap(
+      lambda l, b: classify.loss_fn((l, {}), b, config), logits, batch)
+  expected = (-np.log(np.exp(2) / (np.exp(2) + 2))
+              - np.log(1 / (np.exp(1) + 2))) / 2
+  assert float(loss[0]) == pytest.approx(expected, rel=1e-6)
+  assert float(scalars['train_accuracy'][0]) == pytest.approx(0.5)
+
+
+def test_accuracy_table_per_class_and_group():
+  table = classify.accuracy_table(np.array([0, 0, 1, 1, -1]),
+                                  np.array([0, 1, 1, 1, 0]),
+                                  np.array([1, 2, 1, 2, 1]))
+  assert table['accuracy'] == pytest.approx(75.0)
+  assert table['per_class']['0'] == {'accuracy': 50.0, 'count': 2}
+  assert table['per_group']['2']['accuracy'] == pytest.approx(50.0)
+
+
+# ------------------------------------------------ post-processing and SVM
+
+
+def test_median_smooth_never_crosses_views_of_one_video():
+  # One sequence seen from two views, frames interleaved: view 1 is all 1
+  # with a single 0 blip, view 2 all 0 with a single 1 blip.
+  view = np.array([1, 2] * 5)
+  frame = np.repeat(np.arange(5), 2)
+  values = np.where(view == 1, 1, 0)[:, None]
+  values[4, 0], values[5, 0] = 0, 1  # Frame 2 of each view flipped.
+  subject = np.array(['S1'] * 10)
+  sequence = np.array(['T1'] * 10)
+  smoothed = postprocess.median_smooth(values, (subject, sequence, view), 3,
+                                       frame)
+  np.testing.assert_array_equal(smoothed[:, 0], np.where(view == 1, 1, 0))
+  # Ignoring the view would mix them: the windows then see both streams.
+  mixed = postprocess.median_smooth(values, (subject, sequence), 3, frame)
+  assert not np.array_equal(mixed[:, 0], np.where(view == 1, 1, 0))
+
+
+def test_tuned_thresholds_are_regularised():
+  labels = np.array([[1, 1], [0, 1], [0, 0], [0, 0]] * 3)
+  scores = np.array([[0.3, 0.8], [0.1, 0.6], [0.2, 0.2], [0.0, 0.1]] * 3)
+  # AU 1 has 3 positives: below min_positives=4 it keeps 0.5.
+  thresholds = postprocess.tune_thresholds(labels, scores, min_positives=4)
+  assert thresholds[0] == 0.5
+  assert 0.2 < thresholds[1] <= 0.6
+
+
+def test_linear_svm_agrees_with_scikit_learn():
+  sklearn_svm = pytest.importorskip('sklearn.svm')
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300, 5))
+  y = (x @ np.array([1.0, -2.0, 0.5, 0.0, 0.0]) + 0.3
+       + 0.3 * rng.normal(size=300) > 0).astype(int)
+  w, b = svm.fit_linear_svm(x, y, c=1.0)
+  reference = sklearn_svm.LinearSVC(C=1.0, loss='squared_hinge',
+                                    intercept_scaling=100.0,
+                                    max_iter=100000).fit(x, y)
+  np.testing.assert_allclose(w, reference.coef_[0], rtol=0.02, atol=0.02)
+  agree = np.mean(((x @ w + b) > 0) == reference.predict(x).astype(bool))
+  assert agree > 0.99
+
+
+def test_caffe_pixels_make_the_lrn_act():
+  """DRML's LRN (alpha 1e-4, beta 0.75) was tuned for Caffe's 0-255 input;
+  on [0, 1] pixels it is the identity. :paper feeds 0-255 minus the mean."""
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, size=(2, 66, 66, 3)).astype(np.float32)
+  ratios = {}
+  for name, std in (('unit', 1.0), ('caffe', 1 / 255)):
+    config = drml.get_config('test')
+    model = models.create(config)
+    x = (image / 255 - 0.5) / std
+    variables = model.init(jax.random.key(0), {'image': x[:1]}, train=False)
+    _, state = model.apply(variables, {'image': x}, train=False,
+                           capture_intermediates=True,
+                           mutable=['intermediates'])
+    inter = state['intermediates']
+    region = np.asarray(inter['region2']['__call__'][0])
+    pooled = np.asarray(jax.lax.reduce_window(
+        region, -np.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID'))
+    lrn = np.asarray(inter['pool3_lrn']['__call__'][0])
+    ratios[name] = np.abs(lrn).sum() / np.abs(pooled).sum()
+  assert ratios['unit'] > 0.999
+  assert ratios['caffe'] < 0.9
+
+
+# ------------------------------------------------------ end to end (tiny)
+
+
+def test_ids_svm_smoothing_and_tuned_rule_end_to_end(tiny_data_dir, tmp_path):
+  config = _config(tiny_data_dir, tune_thresholds=True, median_window='tune',
+                   svm_on_fc9=True, min_positives_for_threshold=1)
+  results = train.train_fold(config, str(tmp_path), fold=1)
+  directory = runs.run_dir(config, str(tmp_path), 1)
+  raw = np.load(f'{directory}/test_results_predictions.npz',
+                allow_pickle=False)
+  n = results['num_frames']
+  for key in ('subject', 'sequence', 'view', 'frame_index', 'labels',
+              'probabilities', 'predictions'):
+    assert len(raw[key]) == n, key
+  assert set(raw['subject']) == set(results['test_subjects'])
+  saved = json.loads(open(f'{directory}/test_results.json').read())
+  assert saved['median_window'] in postprocess.MEDIAN_WINDOWS
+  assert 'f1_at_05' in saved['per_au']['1'] and 'svm' in saved
+  assert json.loads(open(f'{directory}/config.json').read())['aus'] == list(
+      config.aus)
+
+
+def test_thresholds_never_see_test_labels(tiny_data_dir, tmp_path,
+                                          monkeypatch):
+  config = _config(tiny_data_dir, tune_thresholds=True,
+                   min_positives_for_threshold=1)
+  builder = input_pipeline.open_dataset(config)
+  data = input_pipeline.fold_data(config, builder, 1)
+  state = train.create_train_state(
+      config, models.create(config, axis_name=parallel.AXIS_NAME),
+      jax.random.key(0))
+  p_state = parallel.replicate(state)
+  evaluator = fold_evaluation.Evaluator(config, data, methods.get(config))
+  first = evaluator.test_results(p_state, str(tmp_path / 'a'))
+  original = input_pipeline.eval_batches
+  def scrambled(config, data, split, max_frames=None):
+    for batch in original(config, data, split, max_frames):
+      if split == 'test':
+        batch = dict(batch, au_occurrence=1 - np.abs(batch['au_occurrence']))
+      yield batch
+  monkeypatch.setattr(input_pipeline, 'eval_batches', scrambled)
+  second = evaluator.test_results(p_state, str(tmp_path / 'b'))
+  for au in config.aus:
+    assert (first['per_au'][str(au)]['threshold']
+            == second['per_au'][str(au)]['threshold'])
+  assert first['mean']['f1'] != second['mean']['f1']  # Labels did change.
+
+
+def test_best_checkpoint_is_restored_for_test(tiny_data_dir, tmp_path,
+                                              monkeypatch):
+  scores = iter([50.0, 10.0])  # Step 2 is best, step 4 is worse.
+  monkeypatch.setattr(fold_evaluation.Evaluator, 'validation_scalars',
+                      lambda self, p_state: {'val_best': next(scores)})
+  results = train.train_fold(_config(tiny_data_dir), str(tmp_path), fold=1)
+  assert results['checkpoint_step'] == 2
+
+
+def test_resume_continues_and_refuses_other_settings(tiny_data_dir,
+                                                     tmp_path):
+  """With validation subjects and a grain worker: 2 steps, then raised to 4,
+  equals 4 steps at once; a changed learning rate is refused by name."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():  # grain workers read absl flags.
+    flags.FLAGS.mark_as_parsed()
+  config = _config(tiny_data_dir, num_workers=1)
+  train.train_fold(config, str(tmp_path / 'whole'), fold=1)
+  short = _config(tiny_data_dir, num_workers=1, num_train_steps=2)
+  train.train_fold(short, str(tmp_path / 'split'), fold=1)
+  train.train_fold(config, str(tmp_path / 'split'), fold=1)
+  whole, step_a = checkpointing.restore_raw(
+      runs.run_dir(config, str(tmp_path / 'whole'), 1))
+  split, step_b = checkpointing.restore_raw(
+      runs.run_dir(config, str(tmp_path / 'split'), 1))
+  assert step_a == step_b
+  for a, b in zip(jax.tree_util.tree_leaves(whole['params']),
+                  jax.tree_util.tree_leaves(split['params'])):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  other = _config(tiny_data_dir, learning_rate=0.5)
+  with pytest.raises(ValueError, match=r'differ: \[.learning_rate.\]'):
+    train.train_fold(other, str(tmp_path / 'split'), fold=1)
+
+
+def test_init_from_loads_matching_parameters_and_reports(tiny_data_dir,
+                                                         tmp_path):
+  config = _config(tiny_data_dir, num_validation_subjects=0,
+                   num_train_steps=2, stage_order=('first', 'second'))
+  config.stages = ml_collections.ConfigDict({
+      'first': {},
+      'second': {'init_from': {'stage': 'first',
+                               'params': '(?!output/).*'}}})
+  train.train_fold(config, str(tmp_path), fold=1)
+  fold_dir = runs.run_dir(config, str(tmp_path), 1)
+  report = json.loads(open(f'{fold_dir}/stage_second/init_from.json').read())
+  assert report['source'].endswith('fold_1/stage_first')
+  assert 'params/conv1/kernel' in report['loaded']
+  assert not any('output' in name for name in report['loaded'])
+
+
+def test_missing_init_from_source_prints_the_command(tiny_data_dir,
+                                                     tmp_path):
+  config = _config(tiny_data_dir)
+  config.init_from = ml_collections.ConfigDict({
+      'method': 'classify', 'config': 'configs/emonet.py:cpu',
+      'params': '.*'})
+  with pytest.raises(FileNotFoundError,
+                     match='python -m au_jax.main --config=configs/emonet.py'):
+    train.train_fold(config, str(tmp_path), fold=1)
