@@ -365,3 +365,31 @@ def test_config_stages_pass_on_their_stem_weights(variant):
              if n.startswith('stem/'))
   if variant == 'paper':
     assert stem == 21_284_672  # ResNet-34 without the classifier
+
+
+@pytest.mark.skipif(
+    not os.environ.get('AU_JAX_SLOW_TESTS'),
+    reason='4 staged runs, ~2.5 CPU-minutes: set AU_JAX_SLOW_TESTS=1')
+def test_staged_run_on_tiny_data(tiny_data_dir, tmp_path):
+  """pretrain -> stem -> lnet -> pnet, each starting from the one before."""
+  import json  # pylint: disable=g-import-not-at-top
+  from au_jax import train  # pylint: disable=g-import-not-at-top
+  from configs import lpnet as lpnet_config  # pylint: disable=g-import-not-at-top
+  config = lpnet_config.get_config('test')
+  config.data_dir = tiny_data_dir
+  train.train_and_evaluate(config, str(tmp_path))
+  base = tmp_path / 'synthetic_au-tiny'
+  sources = {'stem': 'classify/fold_1/stage_pretrain',
+             'lnet': 'lpnet/fold_1/stage_stem',
+             'pnet': 'lpnet/fold_1/stage_lnet'}
+  for stage, source in sources.items():
+    record = json.loads(
+        (base / f'lpnet/fold_1/stage_{stage}/init_from.json').read_text())
+    assert record['source'] == str(base / source)
+    assert record['not_in_source'] == []
+    loaded = record['loaded']
+    assert any(n.startswith('params/stem/') for n in loaded)
+    assert not any(n.startswith('params/output') for n in loaded)
+    assert any(n.startswith('params/lnet/') for n in loaded) == (
+        stage == 'pnet')
+  assert (base / 'lpnet/results.json').exists()
