@@ -32,8 +32,9 @@ fixed-size batches (one compile) and the next batch is prepared while the
 model runs the last. Raw rows (box, logits) go to a temporary file.
 Pass 2 reads that file per track: optional per-person calibration, then
 optional median smoothing (AUNets' post-processing,
-`postprocess.median_smooth` per track), then thresholds and the CSV. Memory does not grow with video
-length (measured in benchmarks/predict_throughput.py).
+`postprocess.median_smooth` per track), then thresholds and the CSV. Memory
+does not grow with video length (measured in
+benchmarks/predict_throughput.py).
 
 Calibration (`--calibrate`, off by default): OpenFace's dynamic models
 subtract a person's neutral estimate. Here, per track and AU, the logit at
@@ -90,6 +91,8 @@ class Run:
     median_windows: [C] odd median windows the run tuned (1 = none).
     face_options: how faces are cut out of frames (the dataset's).
     intensity: True when the model returns `aux['au_intensity']`.
+    apply_fn: jitted (variables, batch) -> (logits [B, C], intensity
+      [B, C]; zeros without intensity).
   """
   directory: str
   config: ml_collections.ConfigDict
@@ -101,7 +104,7 @@ class Run:
   median_windows: np.ndarray
   face_options: face_lib.FaceOptions
   intensity: bool = False
-  _apply: Any = None
+  apply_fn: Any = None
 
 
 def _tuples(value: Any) -> Any:
@@ -206,7 +209,7 @@ def load_run(directory: str) -> Run:
                  else jnp.zeros_like(logits))
     return logits.astype(jnp.float32), intensity.astype(jnp.float32)
 
-  run._apply = jax.jit(apply)  # pylint: disable=protected-access
+  run.apply_fn = jax.jit(apply)
   return run
 
 
@@ -347,7 +350,7 @@ class _Pass1:
     count = len(self.faces)
     batch = {k: np.pad(v, [(0, size - count)] + [(0, 0)] * (v.ndim - 1))
              for k, v in batch.items()}
-    outputs = self.run._apply(self.run.variables, batch)  # pylint: disable=protected-access
+    outputs = self.run.apply_fn(self.run.variables, batch)
     self.timings['model'] += time.perf_counter() - start
     # The previous batch is read only now, so the model ran it while this
     # batch's faces were being found and cut.

@@ -255,8 +255,9 @@ def plot_tracks(csv_path: str, png_path: str, aus: Sequence[int],
                 max_tracks: int = 8) -> str | None:
   """PNG of each track's AU probabilities over time (one heat map per face).
 
-  Rows are AUs, columns frames, colour the probability (0 white, 1 dark);
-  the `max_tracks` longest tracks are drawn. Returns the path, or None when
+  Rows are AUs, columns frames, colour the probability (0 white, 1 dark;
+  frames without the face blank); the `max_tracks` longest tracks are
+  drawn. Returns the path, or None when
   no face was found (nothing to draw).
   """
   from au_jax import visualize  # pylint: disable=g-import-not-at-top
@@ -270,7 +271,11 @@ def plot_tracks(csv_path: str, png_path: str, aus: Sequence[int],
                               figsize=(10, 0.25 * len(aus) * len(ids) + 1.2))
   for axis, face_id in zip(axes[:, 0], ids):
     frames, values = series[face_id]
-    image = axis.imshow(values.T, aspect='auto', cmap='Greys', vmin=0,
+    # Frames where the face was not found stay blank (nan), so columns
+    # line up with frame numbers.
+    grid = np.full((frames[-1] - frames[0] + 1, len(aus)), np.nan)
+    grid[frames - frames[0]] = values
+    image = axis.imshow(grid.T, aspect='auto', cmap='Greys', vmin=0,
                         vmax=1, interpolation='nearest',
                         extent=(frames[0] - 0.5, frames[-1] + 0.5,
                                 len(aus) - 0.5, -0.5))
