@@ -11,13 +11,13 @@ loss: au_jax/methods/lpnet.py). Run:
 Stages (section 4.1.3), one run each in `config.stage_order`, each starting
 from the previous stage's weights (`init_from`; the previous run must exist):
 
-  | stage    | method   | model                  | learning rates (Adam)        |
-  |----------|----------|------------------------|------------------------------|
-  | pretrain | classify | stem + pool + 'output' | 1e-3 (paper: not stated)     |
-  |          |          | on face identities     |                              |
-  | stem     | lpnet    | stem + pool + 'output' | 1e-3                         |
-  | lnet     | lpnet    | stem + L-Net           | stem 5e-4, L-Net 1e-3        |
-  | pnet     | lpnet    | stem + L-Net + P-Net   | stem, L-Net 5e-4, P-Net 1e-3 |
+  | stage    | method   | model                 | learning rates (Adam)       |
+  |----------|----------|-----------------------|-----------------------------|
+  | pretrain | classify | stem, pool, 'output'; | 1e-3 (paper: not stated)    |
+  |          |          | face identities       |                             |
+  | stem     | lpnet    | stem, pool, 'output'  | 1e-3                        |
+  | lnet     | lpnet    | stem + L-Net          | stem 5e-4, L-Net 1e-3       |
+  | pnet     | lpnet    | stem + L-Net + P-Net  | stem, L-Net 5e-4; P-Net 1e-3|
 
 Pretraining classifies identities: VGGFace2 in the paper; here always the
 synthetic_au `identities` config (500 people, AUs unknown; named deviation:
@@ -62,14 +62,16 @@ def _stages(pretrain_steps: int, stage_steps: int, identity_config: str,
       # Face-identity pretraining of the stem (VGGFace2 in the paper).
       pretrain=dict(
           method='classify', dataset='synthetic_au',
-          dataset_config=identity_config, num_classes=num_identities, model=no_heads, learning_rate=1e-3,
+          dataset_config=identity_config, num_classes=num_identities,
+          model=no_heads, learning_rate=1e-3,
           num_train_steps=pretrain_steps, tune_thresholds=False),
       # Stem-Net on AUs: Adam 1e-3.
       stem=dict(
           model=no_heads, learning_rate=1e-3, num_train_steps=stage_steps,
           init_from=ml_collections.ConfigDict(dict(
               method='classify', dataset='synthetic_au',
-              dataset_config=identity_config, stage='pretrain', params='stem/.*'))),
+              dataset_config=identity_config, stage='pretrain',
+              params='stem/.*'))),
       # + L-Net: stem 5e-4 (0.5 x the base rate), L-Net 1e-3.
       lnet=dict(
           model=dict(use_lnet=True, use_pnet=False), learning_rate=1e-3,

@@ -1,7 +1,9 @@
 """LP-Net: model shapes, L-Net recurrence, P-Net normalisation, loss terms,
 selective learning and the 8-device equivalence of the loss."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,9 +14,15 @@ import ml_collections
 import numpy as np
 import pytest
 
+from au_jax import config_checks
 from au_jax import losses
+from au_jax import models
+from au_jax import optim
+from au_jax import runs
+from au_jax import train
 from au_jax.methods import lpnet as method
 from au_jax.models import lpnet
+from configs import lpnet as lpnet_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,7 +169,7 @@ def test_each_au_has_its_own_lstm_parameters():
 def test_landmark_normalisation_on_hand_computed_points():
   points = np.full((3, 68, 2), 5.0, np.float32)
   points[0, 36:42] = [10.0, 20.0]  # eye centre (10, 20)
-  points[0, 42:48] = [30.0, 20.0]  # eye centre (30, 20): IPD 20, centre (20, 20)
+  points[0, 42:48] = [30.0, 20.0]  # (30, 20): IPD 20, midpoint (20, 20)
   points[0, 0] = [40.0, 60.0]  # -> ((40-20)/20, (60-20)/20) = (1, 2)
   points[0, 1] = [-1.0, -1.0]  # absent -> 0
   points[0, 2] = [-1.0, 3.0]  # one coordinate -1 is a real position
@@ -332,9 +340,6 @@ def test_config_stages_pass_on_their_stem_weights(variant):
   """Each stage's init_from regex covers parameters that exist, with the
   same shapes, in the stage it starts from; what it leaves out is the new
   head (and the pretraining classifier 'output' is never carried over)."""
-  import re  # pylint: disable=g-import-not-at-top
-  from au_jax import config_checks, models, optim, runs  # pylint: disable=g-import-not-at-top
-  from configs import lpnet as lpnet_config  # pylint: disable=g-import-not-at-top
   config = lpnet_config.get_config(variant)
   config_checks.check_config(config, 1)
   size = config.crop_size
@@ -372,9 +377,6 @@ def test_config_stages_pass_on_their_stem_weights(variant):
     reason='4 staged runs, ~2.5 CPU-minutes: set AU_JAX_SLOW_TESTS=1')
 def test_staged_run_on_tiny_data(tiny_data_dir, tmp_path):
   """pretrain -> stem -> lnet -> pnet, each starting from the one before."""
-  import json  # pylint: disable=g-import-not-at-top
-  from au_jax import train  # pylint: disable=g-import-not-at-top
-  from configs import lpnet as lpnet_config  # pylint: disable=g-import-not-at-top
   config = lpnet_config.get_config('test')
   config.data_dir = tiny_data_dir
   train.train_and_evaluate(config, str(tmp_path))

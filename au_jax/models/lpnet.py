@@ -233,9 +233,9 @@ class Model(nn.Module):
 
     Returns:
       logits [B, C] float32 and aux with 'au_feature' f_au [B, D] (mean of
-      the k local features; also as 'features'), plus, with P-Net, 'shape_feature' f_s [B, D],
-      'shape_terms' m [B, C] and 'shape_valid' [B]; with L-Net,
-      'local_logits' [B, k, C].
+      the k local features; also as 'features'), plus, with P-Net,
+      'shape_feature' f_s [B, D], 'shape_terms' m [B, C] and 'shape_valid'
+      [B]; with L-Net, 'local_logits' [B, k, C].
     """
     image = batch['image']
     if image.ndim != 4 or image.shape[-1] != 3:
