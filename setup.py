@@ -34,6 +34,7 @@ setuptools.setup(
         'tqdm>=4.66,<5',
         'importlib_resources>=6',
         'matplotlib>=3.8,<4',
+        'pandas>=2,<4',  # predict.predict returns a DataFrame.
     ],
     extras_require={
         # NVIDIA driver >= 525 (CUDA 12); 'cuda13' for driver >= 580.

@@ -143,7 +143,8 @@ def check_finite(state: Any, where: str) -> None:
   """Raises NonFiniteError naming the first non-finite parameter or
   batch-norm statistic of `state`."""
   for group in ('params', 'batch_stats'):
-    tree = getattr(state, group, None)
+    tree = (state.get(group) if isinstance(state, dict)
+            else getattr(state, group, None))
     if not tree:
       continue
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:

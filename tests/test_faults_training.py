@@ -1,0 +1,114 @@
+"""Training faults (issue 15): damaged checkpoints, divergence, bad settings,
+a second writer on a run directory."""
+
+import glob
+import os
+
+import pytest
+
+from au_jax import checkpointing
+from au_jax import runs
+from au_jax import train
+from configs import drml
+
+
+def _config(data_dir, **overrides):
+  config = drml.get_config('test')
+  config.data_dir = data_dir
+  config.folds = '1'
+  config.num_validation_subjects = 0
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact(
+    tiny_data_dir, tmp_path, caplog):
+  config = _config(tiny_data_dir)
+  train.train_fold(config, str(tmp_path), fold=1)
+  directory = runs.run_dir(config, str(tmp_path), 1)
+  # Keep steps 2 and 4 (latest-N keeps one: write step 2 back by training a
+  # copy), then damage every file of step 4's state.
+  steps = sorted(int(os.path.basename(p)) for p in
+                 glob.glob(f'{directory}/checkpoints/[0-9]*'))
+  assert steps[-1] == 4
+  for path in glob.glob(f'{directory}/checkpoints/4/state/**/*',
+                        recursive=True):
+    if os.path.isfile(path):
+      with open(path, 'wb') as f:
+        f.write(b'\0garbage')
+  if len(steps) == 1:
+    # Only the damaged step: one error naming the run and how to start over.
+    config.num_train_steps = 6
+    with pytest.raises(RuntimeError, match='No intact checkpoint.*Start over'):
+      train.train_fold(config, str(tmp_path), fold=1)
+  else:
+    config.num_train_steps = 6
+    train.train_fold(config, str(tmp_path), fold=1)
+    assert 'is damaged' in caplog.text
+
+
+def test_divergence_stops_naming_the_step_and_writes_no_results(
+    tiny_data_dir, tmp_path):
+  config = _config(tiny_data_dir, learning_rate=1e30, num_train_steps=6,
+                   log_every_steps=1, checkpoint_every_steps=1)
+  with pytest.raises(checkpointing.NonFiniteError,
+                     match=r'(diverged at step \d+: \w+|is not finite)'):
+    train.train_fold(config, str(tmp_path), fold=1)
+  directory = runs.run_dir(config, str(tmp_path), 1)
+  assert not os.path.exists(f'{directory}/test_results.json')
+  # Whatever was checkpointed is finite (a later run resumes from it).
+  if glob.glob(f'{directory}/checkpoints/[0-9]*'):
+    state, _ = checkpointing.restore_raw(directory)
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    assert all(np.isfinite(np.asarray(x)).all()
+               for x in jax.tree_util.tree_leaves(state['params']))
+
+
+@pytest.mark.parametrize('field,value', [('eval_every_steps', 0),
+                                         ('num_train_steps', 0)])
+def test_bad_cadence_or_steps_refused_before_any_work(field, value, tmp_path):
+  config = _config(str(tmp_path / 'no_data_here'))
+  config[field] = value
+  with pytest.raises(ValueError, match=f'config.{field}=0'):
+    train.train_and_evaluate(config, str(tmp_path / 'work'))
+  assert not os.path.exists(tmp_path / 'work')
+  assert not os.path.exists(tmp_path / 'no_data_here')
+
+
+def test_second_writer_on_a_run_directory_is_refused(tiny_data_dir,
+                                                     tmp_path):
+  from au_jax import runlock  # pylint: disable=g-import-not-at-top
+  config = _config(tiny_data_dir)
+  directory = runs.run_dir(config, str(tmp_path), 1)
+  os.makedirs(directory)
+  with runlock.RunLock(directory):
+    with pytest.raises(Exception, match=str(os.getpid())):
+      train.train_fold(config, str(tmp_path), fold=1)
+
+
+def test_restore_skips_a_damaged_step_for_the_newest_intact(tmp_path,
+                                                            caplog):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  manager = checkpointing.create_manager(str(tmp_path))
+  meta = {'hash': 'abc'}
+  state = {'params': {'w': np.arange(3.0)}}
+  # Step 2 kept as best, step 4 as latest.
+  checkpointing.save(manager, 2, state, {}, meta,
+                     {checkpointing.BEST_METRIC: 10.0})
+  checkpointing.save(manager, 4, {'params': {'w': np.ones(3)}}, {}, meta,
+                     {checkpointing.BEST_METRIC: 5.0})
+  assert manager.all_steps() == [2, 4]
+  for path in glob.glob(f'{tmp_path}/checkpoints/4/state/**/*',
+                        recursive=True):
+    if os.path.isfile(path):
+      with open(path, 'wb') as f:
+        f.write(b'\0garbage')
+  restored, _, step = checkpointing.restore(manager, state, meta)
+  assert step == 2
+  np.testing.assert_array_equal(restored['params']['w'], np.arange(3.0))
+  assert 'checkpoints/4 is damaged' in caplog.text
+  with pytest.raises(checkpointing.NonFiniteError, match='params w'):
+    checkpointing.save(manager, 6, {'params': {'w': np.full(3, np.nan)}},
+                       {}, meta)
