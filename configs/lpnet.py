@@ -38,8 +38,11 @@ Variants (`get_config(arg)`):
   (none)  CPU job on synthetic_au/default, fold 1. Named deviations: crop
           96 from resize 108 (k = 3x3 = 9 local features instead of 49);
           ResNet-34 at width 16 (channels 16-128, f_au and f_s 128-d); LSTM
-          hidden 64; batch 32 and a few hundred steps per stage; per-AU
-          thresholds tuned on validation.
+          hidden 64; batch 32 and 300 steps per stage; per-AU
+          thresholds tuned on validation. Needs synthetic_au `default` and
+          `identities` built in one data_dir. A 20-steps-per-stage smoke
+          run of all four stages took 7 minutes on the shared 2-core CPU
+          (~80 img/s once compiled), so the full job is ~20-25 minutes.
   paper   the paper's sizes on BP4D/aligned (eye-centre aligned faces):
           ResNet-34 (21.3M stem parameters), 224 crop from 240 (k = 49),
           batch 100, 30 epochs per stage (~28,000 steps on a BP4D fold);
