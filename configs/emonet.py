@@ -29,6 +29,13 @@ Variants (`get_config(arg)`):
           8-64 channels, fc 512), 64 px crops from 72 (pool5 2x2), from
           scratch (a narrow net cannot load ImageNet weights), SGD lr 0.01
           momentum 0.9 for 600 steps (1e-4 is a fine-tuning rate), batch 32.
+          Pilot, fold 1 (2026-11-28, ~2.5 min each): this variant stays at
+          the class prior (held-out accuracy 50.3% = always 'happy'; every
+          view alike); Adam 3e-4 fits the 7 training people (train loss
+          0.05) but reaches 39.4% on the 4 held-out people. A narrow VGG
+          without batch-norm, from scratch, does not learn person-
+          independent emotion from 7 synthetic people in this budget; the
+          thesis fine-tunes ImageNet weights (`paper`).
   paper   the thesis: VGG-16 at 224 px (resize 240, random crop, flip),
           SGD lr 1e-4, momentum 0.9 (not stated), weight decay 5e-3, batch
           32 (not stated), ~100 epochs of a multiview training fold; set
