@@ -33,7 +33,7 @@ OBSERVE_FIELDS = frozenset({
     'eval_read_threads', 'progress_bar', 'eval_batch_size', 'data_dir',
     'manual_dir', 'folds', 'stages', 'stage_order', 'run_view',
     'run_au', 'run_fold', 'median_window', 'svm_on_fc9', 'test_dataset',
-    'test_dataset_config', 'cache_dir', 'config_file',
+    'test_dataset_config', 'cache_dir', 'config_file', 'prefetch_batches',
 })
 
 

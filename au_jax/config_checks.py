@@ -379,6 +379,8 @@ RULES: dict[str, Rule] = {
     'progress_bar': boolean(),
     'svm_on_fc9': boolean(),
     'svm_max_train_frames': ints(1),
+    'host_augmentation': boolean(),
+    'prefetch_batches': ints(1),
     'min_positives_for_threshold': ints(0),
     'best_metric': Rule(lambda v, *_: v in ('f1', 'auc'), "'f1' or 'auc'",
                         'map'),

@@ -56,11 +56,12 @@ class Evaluator:
     self.is_classify = hasattr(method, 'evaluate_split')
     predict = getattr(method, 'predict', methods.default_predict)
     self.p_eval = parallel.pmap_step(
-        functools.partial(train.eval_step, predict=predict),
+        functools.partial(train.eval_step, predict=predict, config=config),
         donate_state=False)
     self.p_features = parallel.pmap_step(
         functools.partial(train.eval_step, predict=predict,
-                          with_features=True), donate_state=False)
+                          with_features=True, config=config),
+        donate_state=False)
 
   def _predict_fn(self, p_state, features=False):
     step = self.p_features if features else self.p_eval

@@ -130,12 +130,23 @@ def split_source(data: FoldData, split: str):
 
 def _record_transforms(config: ml_collections.ConfigDict, data: FoldData,
                        train: bool) -> list[grain.transforms.Transformation]:
+  """Labels in config order, then the image work done on the host.
+
+  By default (`config.host_augmentation` False) the host only resizes the
+  decoded face and keeps it uint8; random crop, mirror and normalisation
+  run inside the jitted step (device_transforms.py, deterministic per
+  seed, step and device). `host_augmentation=True` keeps the earlier
+  all-on-host float32 path (same pixels; used to compare them).
+  """
+  labels = transforms.SelectLabels(data.label_indices)
+  if not config.get('host_augmentation', False):
+    return [labels, transforms.Resize(config.resize_size)]
   geometry = (transforms.RandomCropFlip(config.resize_size, config.crop_size,
                                         flip=config.get('flip', True))
               if train else
               transforms.CenterCrop(config.resize_size, config.crop_size))
   return [
-      transforms.SelectLabels(data.label_indices),
+      labels,
       geometry,
       transforms.Normalize(mean=tuple(config.pixel_mean),
                            std=tuple(config.pixel_std)),

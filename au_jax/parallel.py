@@ -90,3 +90,56 @@ def sync_batch_stats(state: Any) -> Any:
     return state
   average = jax.pmap(lambda x: jax.lax.pmean(x, AXIS_NAME), AXIS_NAME)
   return state.replace(batch_stats=average(state.batch_stats))
+
+
+class Prefetcher:
+  """Keeps `size` sharded batches on the devices ahead of the step, so the
+  host-to-device copy overlaps compute (double buffering).
+
+  The wrapped iterator runs ahead, so its own state is not the position of
+  the batch being trained on: `get_state()` returns the state recorded
+  right after the batch last handed out was read, which is what a
+  checkpoint must hold for an exact resume.
+  """
+
+  sharded = True
+
+  def __init__(self, iterator: Any, size: int = 2):
+    self._iterator = iterator
+    self._size = max(1, size)
+    self._queue = []
+    self._state = iterator.get_state()
+
+  def __iter__(self):
+    return self
+
+  def _fill(self) -> None:
+    while len(self._queue) < self._size:
+      batch = next(self._iterator)
+      if not getattr(self._iterator, 'sharded', False):
+        batch = to_devices(shard(batch))
+      self._queue.append((batch, self._iterator.get_state()))
+
+  def __next__(self) -> Any:
+    self._fill()
+    batch, self._state = self._queue.pop(0)
+    return batch
+
+  def get_state(self) -> bytes:
+    return self._state
+
+  def set_state(self, state: bytes) -> None:
+    self._iterator.set_state(state)
+    self._queue = []
+    self._state = state
+
+
+def to_devices(sharded: dict[str, np.ndarray]) -> dict[str, Any]:
+  """[D, ...] numpy arrays -> one array per leaf spread over local devices."""
+  # pmap's own input layout: the leading axis over a 1-D mesh of the local
+  # devices (what jax.pmap returns and accepts without another copy).
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ('devices',))
+  sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec('devices'))
+  return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding),
+                                sharded)

@@ -24,7 +24,9 @@ import optax
 import tqdm
 
 from au_jax import aus as aus_lib
+from au_jax import cache
 from au_jax import checkpointing
+from au_jax import device_transforms
 from au_jax import fold_evaluation
 from au_jax import folds
 from au_jax import input_pipeline
@@ -86,6 +88,10 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray],
   `stop_gradient`, so no weight gradient is computed for them.
   """
   loss_fn = loss_fn or methods.get(config).loss_fn
+  if batch['image'].dtype == jnp.uint8:  # Host sent resized faces only.
+    batch = device_transforms.train_preprocess(
+        batch, device_transforms.augmentation_key(
+            rng, state.step, jax.lax.axis_index(parallel.AXIS_NAME)), config)
   rng = jax.random.fold_in(rng, state.step)
   rng = jax.random.fold_in(rng, jax.lax.axis_index(parallel.AXIS_NAME))
 
@@ -116,9 +122,13 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray],
 
 def eval_step(state: TrainState, batch: dict[str, jnp.ndarray],
               predict: Any = methods.default_predict,
-              with_features: bool = False) -> Any:
+              with_features: bool = False,
+              config: ml_collections.ConfigDict | None = None) -> Any:
   """Scores [B, K] (per-AU probabilities by default) with running batch-norm
-  statistics; with `with_features`, (scores, aux['features'])."""
+  statistics; with `with_features`, (scores, aux['features']). A uint8
+  batch is centre-cropped and normalised here first (needs `config`)."""
+  if batch['image'].dtype == jnp.uint8:
+    batch = device_transforms.eval_preprocess(batch, config)
   logits, aux = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats}, batch,
       train=False)
@@ -215,7 +225,11 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
             if hasattr(method, 'train_batches') else
             input_pipeline.train_loader(config, data,
                                         seed=config.seed + fold_seed))
-  iterator = iter(loader)
+  if config.get('cache'):
+    # The decoded training split held in memory: no per-step host work.
+    loader = cache.train_iterator(config, data, config.seed + fold_seed)
+  iterator = parallel.Prefetcher(iter(loader),
+                                 config.get('prefetch_batches', 2))
   start_step = 0
   restored = checkpointing.restore(manager, state, meta)
   if restored is not None:
@@ -256,7 +270,7 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
         disable=not config.get('progress_bar', True), dynamic_ncols=True)
     last_time, last_step, pending = time.time(), start_step, []
     for step in range(start_step + 1, config.num_train_steps + 1):
-      batch = parallel.shard(next(iterator))
+      batch = next(iterator)  # Sharded and already on the devices.
       p_state, metrics = p_train_step(p_state, batch, p_rng)
       pending.append((step, metrics))
       is_last = step == config.num_train_steps

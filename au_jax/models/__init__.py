@@ -74,6 +74,9 @@ def create(config: Any, **overrides: Any) -> nn.Module:
     kwargs['num_aus'] = int(config.num_classes)
   else:
     kwargs['num_aus'] = len(config.aus)
+  fields_of = {f.name for f in dataclasses.fields(module.Model)}
+  if config.get('dtype') and 'dtype' in fields_of and 'dtype' not in kwargs:
+    kwargs['dtype'] = config.dtype  # Mixed precision: compute dtype only.
   kwargs.update(overrides)
   fields = {field.name for field in dataclasses.fields(model_cls)
             if field.name not in _MODULE_INTERNAL_FIELDS}
