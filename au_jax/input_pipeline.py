@@ -10,6 +10,7 @@ marking the padding in `mask`.
 """
 
 import dataclasses
+import os
 import functools
 from typing import Iterator
 
@@ -75,7 +76,37 @@ def fold_data(config: ml_collections.ConfigDict,
 def _source(builder: tfds.core.DatasetBuilder, subjects) -> grain.sources.RandomAccessDataSource:
   if not subjects:
     raise ValueError('No subjects to read.')
-  return builder.as_data_source(split=folds.split_spec(subjects))
+  try:
+    source = builder.as_data_source(split=folds.split_spec(subjects))
+    if len(source):
+      source[len(source) - 1]  # The end of the last file must read too.
+    return source
+  except RuntimeError as error:
+    raise DamagedDatasetError(_name_damaged_split(builder, subjects, error)
+                              ) from error
+
+
+class DamagedDatasetError(RuntimeError):
+  """A dataset file in the data dir cannot be read (truncated, corrupt)."""
+
+
+def _name_damaged_split(builder, subjects, error) -> str:
+  """The first subject split whose records cannot be read, with its files."""
+  directory = builder.data_dir
+  for subject in subjects:
+    try:
+      source = builder.as_data_source(split=subject)
+      for index in (0, len(source) - 1):
+        source[index]
+    except RuntimeError as subject_error:
+      files = sorted(os.path.basename(f) for f in os.listdir(directory)
+                     if f'-{subject}.' in f)
+      return (f'{directory}: the records of subject {subject} ({files}) '
+              f'cannot be read ({str(subject_error).splitlines()[0][:160]}); '
+              'the file is damaged (truncated copy, full disk?). Rebuild: '
+              f'delete {directory} and run python -m au_jax.prepare '
+              f'{builder.name} --config={builder.builder_config.name if builder.builder_config else ""}.')
+  return f'{directory}: cannot read the dataset files ({error}).'
 
 
 _ID_FIELDS = ('subject', 'sequence', 'view', 'frame_index')

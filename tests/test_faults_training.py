@@ -112,3 +112,45 @@ def test_restore_skips_a_damaged_step_for_the_newest_intact(tmp_path,
   with pytest.raises(checkpointing.NonFiniteError, match='params w'):
     checkpointing.save(manager, 6, {'params': {'w': np.full(3, np.nan)}},
                        {}, meta)
+
+
+def test_truncated_array_record_file_is_named(tiny_data_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from au_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path / 'tfds')
+  shutil.copytree(tiny_data_dir, data_dir)
+  # A copy whose every record file lost its second half (a truncated copy),
+  # opened afresh: the first training subject is named.
+  paths = sorted(glob.glob(f'{data_dir}/synthetic_au/tiny/1.0.0/*.array_record*'))
+  for path in paths:
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  config = _config(data_dir)
+  builder = input_pipeline.open_dataset(config)
+  data = input_pipeline.fold_data(config, builder, 1)
+  subject = data.subjects.train[0]
+  with pytest.raises(input_pipeline.DamagedDatasetError,
+                     match=f'subject {subject} .*damaged.*au_jax.prepare'):
+    input_pipeline.split_source(data, 'train')
+  path = paths[0]
+  # The original data dir is untouched.
+  assert os.path.getsize(path) < os.path.getsize(
+      path.replace(data_dir, tiny_data_dir))
+
+
+def test_checkpoint_write_killed_midway_is_ignored(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  manager = checkpointing.create_manager(str(tmp_path))
+  state = {'params': {'w': np.arange(3.0)}}
+  checkpointing.save(manager, 2, state, {}, {'hash': 'a'})
+  manager.close()
+  # What a process killed while orbax writes step 4 leaves: a temporary
+  # folder that is only renamed to '4' when complete.
+  partial = tmp_path / 'checkpoints' / '4.orbax-checkpoint-tmp-1234' / 'state'
+  partial.mkdir(parents=True)
+  (partial / 'half_written').write_bytes(b'\0' * 10)
+  manager = checkpointing.create_manager(str(tmp_path))
+  assert manager.all_steps() == [2]
+  restored, _, step = checkpointing.restore(manager, state, {'hash': 'a'})
+  assert step == 2
+  np.testing.assert_array_equal(restored['params']['w'], np.arange(3.0))
