@@ -18,6 +18,7 @@ import pytest
 
 from au_jax import checkpointing
 from au_jax import folds
+from au_jax import device_transforms
 from au_jax import input_pipeline
 from au_jax import models
 from au_jax import predict
@@ -217,7 +218,11 @@ def test_predictions_equal_evaluation_pipeline(run, tiny_data_dir, tmp_path):
     cv2.imwrite(str(folder / f'{i:04d}.png'), records[i]['image'][..., ::-1])
   expected = []
   for batch in input_pipeline.eval_batches(config, data, 'test', None):
-    logits, _ = run.model.apply(run.variables, batch, train=False)
+    # The trainer's eval step: uint8 faces centre-cropped and normalised on
+    # the device (device_transforms), then the model.
+    model_batch = device_transforms.eval_preprocess(
+        {k: batch[k] for k in ('image', 'landmarks')}, config)
+    logits, _ = run.model.apply(run.variables, model_batch, train=False)
     expected.append(np.asarray(jax.nn.sigmoid(logits))[batch['mask']])
   expected = np.concatenate(expected)[:count]
   result = predict.predict_file(
