@@ -28,6 +28,15 @@ Variants (`get_config(arg)`):
           72, EmoNet from configs/emonet.py (CPU, from scratch), Adam 1e-4
           -> 1e-3 linear decay over 600 steps, per-AU thresholds tuned on
           validation.
+          Measured 2026-11-28 (fold 1, 600 steps each, same budget; all-
+          positive F1 45.6): frozen CPU EmoNet trunk 39.2 mean F1 (AUC
+          54.8), frozen random trunk 41.2 (55.2), all layers from scratch
+          (frozen='', no init_from) 47.4 (71.0). The CPU EmoNet stayed at
+          its class prior (configs/emonet.py), so its trunk carries no
+          facial features: the thesis' gain needs an EmoNet that learned
+          (ImageNet start, `paper`). Trainer speed: ~160-210 img/s with the
+          frozen trunk vs ~97 img/s training all layers (median of logged
+          windows, loaded 2-core CPU).
   paper   BP4D (crop config: Haar face boxes as the thesis), VGG-16 at 224
           px, one run per AU, Adam 1e-4 betas (0.5, 0.999) decaying
           linearly to 0 over 12 epochs (AUNets 4.1.2; the thesis does not
