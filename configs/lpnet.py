@@ -56,6 +56,27 @@ import ml_collections
 
 from au_jax import aus
 
+# Table 3 rows for `python -m au_jax.ablate` (docs/lpnet_ablation.md). Each
+# row is a dict of config overrides; dotted keys reach into stage overlays.
+# Every row keeps the same pretraining stage and steps per stage, and rows
+# that share a prefix of stages share those runs (ablate links them), so
+# "+ L-Net" continues from the very Stem-Net + SL run of its seed.
+ABLATION = {
+    # Stem-Net without selective learning: plain masked cross-entropy.
+    'stem': {'stage_order': ('pretrain', 'stem'),
+             'stages.stem.selective_learning': False},
+    # Stem-Net + SL (eq. 5 with Hand et al.'s balancing weights).
+    'stem_sl': {'stage_order': ('pretrain', 'stem')},
+    # Stem-Net + L-Net (eq. 1).
+    'lnet': {'stage_order': ('pretrain', 'stem', 'lnet')},
+    # Full LP-Net: + P-Net with L_r, lambda = 1 (eq. 6).
+    'pnet': {},
+    # Extra rows: P-Net without L_r (lambda = 0; table 3's "without the
+    # regularisation loss") and with a smaller lambda.
+    'pnet_lambda0': {'stages.pnet.orthogonality_weight': 0.0},
+    'pnet_lambda0.1': {'stages.pnet.orthogonality_weight': 0.1},
+}
+
 
 def _stages(pretrain_steps: int, stage_steps: int, identity_config: str,
             num_identities: int) -> ml_collections.ConfigDict:
@@ -173,6 +194,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 100
     config.max_validation_frames = 300
     config.stages = _stages(300, 300, 'identities', 500)
+  elif arg == 'ablation':
+    # The CPU job cut to fit 4 rows x 2 seeds in ~50 min on the shared
+    # 2-core CPU (docs/lpnet_ablation.md): 100 pretraining steps, 150 per
+    # AU stage; validation every 75 steps.
+    config.model.width = 16
+    config.model.lstm_features = 64
+    config.resize_size = 108
+    config.crop_size = 96
+    config.folds = '1'
+    config.tune_thresholds = True
+    config.batch_size = 32
+    config.eval_batch_size = 64
+    config.num_train_steps = 150
+    config.log_every_steps = 15
+    config.eval_every_steps = 75
+    config.checkpoint_every_steps = 75
+    config.max_validation_frames = 300
+    config.progress_bar = False
+    config.stages = _stages(100, 150, 'identities', 500)
   elif arg == 'paper':
     # BP4D, eye-centre aligned (needs the manual download; see
     # data_builders/bp4d/README.md). Identity pretraining stays on
@@ -204,5 +244,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stages = _stages(2, 2, 'tiny', 6)
   else:
     raise ValueError(f"configs/lpnet.py: unknown variant {arg!r}; use '', "
-                     "'cpu', 'paper' or 'test'.")
+                     "'cpu', 'ablation', 'paper' or 'test'.")
   return config

@@ -1,0 +1,376 @@
+r"""Ablation runner: rows of config overrides x seeds -> one Markdown table.
+
+  python -m au_jax.ablate --config=configs/lpnet.py:ablation \
+      --rows=stem,stem_sl,lnet,pnet --seeds=0,1 --workdir=/tmp/ablate \
+      --config.data_dir=/tmp/tfds_ablate
+
+The config module defines the rows as a plain dict
+
+  ABLATION = {'row name': {'field': value, 'stages.pnet.field': value}, ...}
+
+(dotted keys reach into nested ConfigDicts; a row may set `stage_order` to
+stop a staged method early). Each (row, seed) trains with
+`au_jax.train.train_and_evaluate` in its own workdir
+`<workdir>/<row>/seed_<s>` with `config.seed = s`; the table is built from
+each run's `<dataset>-<config>/<method>/results.json`.
+
+Shared runs: a run (stage) whose config fingerprint and whose chain of
+earlier stages equal those of a run already trained for another row with
+the same seed is not trained again: its directory is symlinked into the
+row's workdir and the stage is dropped from the row's stage_order, so the
+next stage's `init_from` reads it through the link (e.g. the pretraining
+and Stem-Net stages that the +L-Net and LP-Net rows start from). So every
+row gets the same budget per stage, and shared stages are the very same
+runs for all rows. A row equal to an earlier one copies its results.
+
+Written (atomically, after every finished (row, seed), so a partial table
+can be read while the ablation runs): `<workdir>/ablation.md` and
+`<workdir>/ablation.json`. The note under the table says which differences
+between consecutive rows exceed the spread between seeds (the seeds' mean
+F1 ranges do not overlap); only those count.
+"""
+
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+MARKER = 'ablation_run.json'
+
+
+# ----------------------------------------------------------------------------
+# Rows and configs
+
+def load_rows(config_path: str) -> dict[str, dict[str, Any]]:
+  """The ABLATION dict of the config module `path[:variant]`."""
+  path = config_path.split(':', 1)[0]
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'ablate: config file {path!r} does not exist.')
+  spec = importlib.util.spec_from_file_location('_ablation_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  rows = getattr(module, 'ABLATION', None)
+  if not isinstance(rows, Mapping) or not rows:
+    raise ValueError(f'ablate: {path} defines no ABLATION dict (row name -> '
+                     'dict of config overrides).')
+  return {str(name): dict(overrides) for name, overrides in rows.items()}
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Mapping[str, Any],
+                    where: str = 'row') -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted-key overrides set.
+
+  The parent of every key must exist; the last part may be new only inside
+  a stage overlay (`stages.<name>.<field>`, which the trainer checks against
+  the base config's fields).
+  """
+  import copy  # pylint: disable=g-import-not-at-top
+  result = copy.deepcopy(config)
+  for dotted, value in overrides.items():
+    parts = dotted.split('.')
+    node = result
+    for i, part in enumerate(parts[:-1]):
+      if part not in node:
+        raise KeyError(f'ablate: {where} sets {dotted!r}, but the config has '
+                       f'no {".".join(parts[:i + 1])!r}.')
+      node = node[part]
+    last = parts[-1]
+    in_stage = len(parts) == 3 and parts[0] == 'stages'
+    if last not in node and not in_stage:
+      raise KeyError(f'ablate: {where} sets {dotted!r}, which is not a field '
+                     'of the config.')
+    if isinstance(value, dict):
+      value = ml_collections.ConfigDict(value)
+    with node.unlocked():
+      node[last] = value  # A ConfigDict value replaces, never merges.
+  return result
+
+
+def row_config(base: ml_collections.ConfigDict, name: str,
+               overrides: Mapping[str, Any],
+               seed: int) -> ml_collections.ConfigDict:
+  config = apply_overrides(base, overrides, where=f'row {name!r}')
+  with config.unlocked():
+    config.seed = int(seed)
+  return config
+
+
+def run_chain(config: ml_collections.ConfigDict,
+              workdir: str) -> list[tuple[str, str, str | None]]:
+  """(chain hash, run directory, stage) of every run of `config`'s plan.
+
+  A chain hash covers the run's config fingerprint and those of the runs
+  before it in the same fold/view/AU (the stages it starts from).
+  """
+  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from au_jax import runs  # pylint: disable=g-import-not-at-top
+  out, previous = [], {}
+  for key, cfg in runs.iter_runs(config):
+    lineage = (key.fold, key.view, key.au)
+    text = previous.get(lineage, '') + checkpointing.fingerprint(cfg)['hash']
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    previous[lineage] = digest
+    out.append((digest, runs.run_dir(cfg, workdir, key), key.stage))
+  return out
+
+
+def link_shared_runs(chain: Sequence[tuple[str, str, str | None]],
+                     trained: Mapping[str, str]) -> set[str]:
+  """Symlinks runs trained for an earlier row (same chain hash) into place.
+
+  Returns the chain hashes that are shared (linked now or before).
+  """
+  shared = set()
+  for digest, directory, _ in chain:
+    source = trained.get(digest)
+    if source is None or os.path.realpath(source) == os.path.realpath(
+        directory):
+      continue
+    shared.add(digest)
+    if os.path.lexists(directory):
+      if not os.path.islink(directory):
+        raise ValueError(
+            f'ablate: {directory} is a trained run of its own, but the same '
+            f'run was trained in {source}; remove one of them.')
+      os.remove(directory)
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    os.symlink(os.path.realpath(source), directory)
+  return shared
+
+
+def unshared_config(config: ml_collections.ConfigDict,
+                    chain: Sequence[tuple[str, str, str | None]],
+                    shared: set[str]) -> ml_collections.ConfigDict | None:
+  """`config` with the stages whose runs are all shared dropped from
+  stage_order (they are linked, not re-run: their init_from successors read
+  them through the links); None when every run is shared."""
+  if not shared:
+    return config
+  if all(digest in shared for digest, _, _ in chain):
+    return None
+  stages = {stage for _, _, stage in chain}
+  if None in stages:
+    raise ValueError('ablate: a single-stage config cannot share only some '
+                     'of its runs.')
+  dropped = {stage for stage in stages
+             if all(d in shared for d, _, s in chain if s == stage)}
+  keep = tuple(s for s in config.stage_order if s not in dropped)
+  result = apply_overrides(config, {'stage_order': keep})
+  return result
+
+
+# ----------------------------------------------------------------------------
+# Aggregation
+
+def _au_f1(results: Mapping[str, Any], au: int) -> float:
+  entry = results['per_au'].get(str(au), results['per_au'].get(au))
+  if entry is None:
+    raise KeyError(f'ablate: results have no AU {au} (per_au keys '
+                   f'{sorted(results["per_au"])}).')
+  return float(entry['f1'])
+
+
+def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
+              aus: Sequence[int]) -> dict[str, Any]:
+  """Rows x seeds of results dicts -> the ablation table.
+
+  Args:
+    results: row -> seed -> results dict ('per_au' {au: {'f1'}}, 'mean'
+      {'f1'}), as in a method's results.json. Rows keep their order.
+    aus: the AU columns.
+
+  Returns:
+    {'aus', 'rows': {row: {'seeds', 'per_au_f1' (mean over seeds), 'mean_f1'
+    (mean over seeds of each seed's mean F1), 'seed_mean_f1' [S], 'min',
+    'max', 'half_range', 'std' (ddof 1; 0 for one seed)}}, 'comparisons':
+    [consecutive row pairs: 'a', 'b', 'difference' (b - a), 'separated'
+    (seed ranges do not overlap)]}.
+  """
+  rows = {}
+  for name, by_seed in results.items():
+    if not by_seed:
+      continue
+    seeds = sorted(by_seed)
+    per_seed = np.array([[_au_f1(by_seed[s], au) for au in aus]
+                         for s in seeds])  # [S, C]
+    means = np.array([float(by_seed[s]['mean']['f1']) for s in seeds])
+    rows[name] = {
+        'seeds': [int(s) for s in seeds],
+        'per_au_f1': {str(au): float(v)
+                      for au, v in zip(aus, per_seed.mean(axis=0))},
+        'mean_f1': float(means.mean()),
+        'seed_mean_f1': [float(m) for m in means],
+        'min': float(means.min()), 'max': float(means.max()),
+        'half_range': float((means.max() - means.min()) / 2),
+        'std': float(means.std(ddof=1)) if len(means) > 1 else 0.0,
+    }
+  comparisons = []
+  names = list(rows)
+  for a, b in zip(names, names[1:]):
+    ra, rb = rows[a], rows[b]
+    comparisons.append({
+        'a': a, 'b': b, 'difference': rb['mean_f1'] - ra['mean_f1'],
+        'separated': bool(rb['min'] > ra['max'] or ra['min'] > rb['max']),
+    })
+  return {'aus': [int(au) for au in aus], 'rows': rows,
+          'comparisons': comparisons}
+
+
+def markdown(table: Mapping[str, Any]) -> str:
+  """The table as Markdown: per-AU F1 (mean over seeds), mean F1 as mean
+  +- half-range (and std), each seed's mean F1, then the spread note."""
+  aus = table['aus']
+  seeds = sorted({s for r in table['rows'].values() for s in r['seeds']})
+  head = (['row'] + [f'AU{au}' for au in aus]
+          + ['mean F1 (± half-range)', 'std']
+          + [f'seed {s}' for s in seeds])
+  lines = ['| ' + ' | '.join(head) + ' |',
+           '|' + '|'.join(['---'] + ['---:'] * (len(head) - 1)) + '|']
+  for name, row in table['rows'].items():
+    by_seed = dict(zip(row['seeds'], row['seed_mean_f1']))
+    cells = ([name] + [f'{row["per_au_f1"][str(au)]:.1f}' for au in aus]
+             + [f'{row["mean_f1"]:.1f} ± {row["half_range"]:.1f}',
+                f'{row["std"]:.1f}']
+             + [f'{by_seed[s]:.1f}' if s in by_seed else '-' for s in seeds])
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  notes = []
+  for c in table['comparisons']:
+    verdict = ('exceeds the seed spread' if c['separated'] else
+               'within the seed spread (does not count)')
+    notes.append(f'- {c["a"]} -> {c["b"]}: {c["difference"]:+.1f} mean F1, '
+                 f'{verdict}.')
+  if notes:
+    lines += ['', 'A difference counts only where the seeds\' mean F1 ranges '
+              'of the two rows do not overlap:'] + notes
+  return '\n'.join(lines) + '\n'
+
+
+def write_table(table: Mapping[str, Any], workdir: str) -> tuple[str, str]:
+  """`<workdir>/ablation.json` and `.md`, each written atomically."""
+  from au_jax import tables  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  json_path = os.path.join(workdir, 'ablation.json')
+  md_path = os.path.join(workdir, 'ablation.md')
+  text = json.dumps(table, indent=1)
+  tables._write_atomic(json_path, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
+  md = markdown(table)
+  tables._write_atomic(md_path, lambda f: f.write(md))  # pylint: disable=protected-access
+  return json_path, md_path
+
+
+# ----------------------------------------------------------------------------
+# Running
+
+def results_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+  from au_jax import runs  # pylint: disable=g-import-not-at-top
+  return os.path.join(runs.method_dir(config, workdir), 'results.json')
+
+
+def run_ablation(base: ml_collections.ConfigDict,
+                 rows: Mapping[str, Mapping[str, Any]],
+                 row_names: Sequence[str], seeds: Sequence[int],
+                 workdir: str) -> dict[str, Any]:
+  """Trains every (row, seed) not finished yet and returns the table."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from au_jax import train  # pylint: disable=g-import-not-at-top
+  unknown = [r for r in row_names if r not in rows]
+  if unknown:
+    raise ValueError(f'ablate: unknown rows {unknown}; the config defines '
+                     f'{list(rows)}.')
+  results = {name: {} for name in row_names}
+  trained = {s: {} for s in seeds}  # chain hash -> run directory
+  finished = {s: {} for s in seeds}  # last chain hash -> results.json
+  timings = {}
+  table = None
+  for seed, name in itertools.product(seeds, row_names):
+    config = row_config(base, name, rows[name], seed)
+    run_workdir = os.path.join(workdir, name, f'seed_{seed}')
+    chain = run_chain(config, run_workdir)
+    marker = os.path.join(run_workdir, MARKER)
+    stamp = {'row': name, 'seed': int(seed), 'overrides': repr(rows[name]),
+             'chain': [d for d, _, _ in chain]}
+    path = results_path(config, run_workdir)
+    done = False
+    if os.path.exists(marker) and os.path.exists(path):
+      with open(marker) as f:
+        done = json.load(f) == stamp
+    shared = link_shared_runs(chain, trained[seed])
+    to_train = unshared_config(config, chain, shared)
+    if done:
+      print(f'ablate: {name} seed {seed} already done ({path}).')
+    elif to_train is None:
+      source = finished[seed][chain[-1][0]]
+      print(f'ablate: {name} seed {seed} equals a trained row; results '
+            f'from {source}.')
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      shutil.copyfile(source, path)
+    else:
+      print(f'ablate: training {name} seed {seed} (stages '
+            f'{tuple(to_train.get("stage_order") or ())}) in {run_workdir}'
+            + (f'; {len(shared)} shared runs linked' if shared else ''),
+            flush=True)
+      start = time.time()
+      train.train_and_evaluate(to_train, run_workdir)
+      timings[f'{name}/seed_{seed}'] = time.time() - start
+    if not done:
+      with open(marker, 'w') as f:
+        json.dump(stamp, f)
+    for digest, directory, _ in chain:
+      trained[seed].setdefault(digest, directory)
+    finished[seed].setdefault(chain[-1][0], path)
+    with open(path) as f:
+      results[name][seed] = json.load(f)
+    table = aggregate(results, config.aus)
+    table['timings_s'] = timings
+    write_table(table, workdir)
+  return table
+
+
+def _parse_list(text: str, kind=str) -> list[Any]:
+  return [kind(x) for x in text.split(',') if x.strip()]
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  del argv
+  flags_ = flags.FLAGS
+  config_path = config_flags.get_config_filename(flags_['config'])
+  rows = load_rows(config_path)
+  row_names = _parse_list(flags_.rows) if flags_.rows else list(rows)
+  seeds = _parse_list(flags_.seeds, int)
+  start = time.time()
+  table = run_ablation(flags_.config, rows, row_names, seeds,
+                       flags_.workdir)
+  print(markdown(table))
+  print(f'ablate: {len(row_names)} rows x {len(seeds)} seeds in '
+        f'{(time.time() - start) / 60:.1f} min; written '
+        f'{os.path.join(flags_.workdir, "ablation.md")} and .json')
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('workdir', 'ablation', 'Rows train in '
+                      '<workdir>/<row>/seed_<s>; the table goes to '
+                      '<workdir>/ablation.{md,json}.')
+  flags.DEFINE_string('rows', '', 'Comma-separated ABLATION row names, in '
+                      'table order (default: all, in the config\'s order).')
+  flags.DEFINE_string('seeds', '0', 'Comma-separated seeds.')
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file with an ABLATION dict, '
+      'e.g. configs/lpnet.py:ablation.', lock_config=False)
+  flags.mark_flags_as_required(['config'])
+  try:
+    app.run(main)
+  except (ValueError, KeyError, FileNotFoundError) as error:
+    sys.exit(f'au_jax.ablate: {error}')
