@@ -48,7 +48,7 @@ CACHE_MODES = ('device', 'host')
 PER_MODEL_AXES = ('view', 'au')
 CLASSIFY_FIELDS = ('identity', 'emotion', 'view')
 INIT_FROM_FIELDS = ('method', 'dataset', 'dataset_config', 'fold', 'view',
-                    'au', 'stage', 'params', 'config')
+                    'au', 'stage', 'params', 'config', 'classify_field')
 # grain wants a 32-bit non-negative seed and train.py adds the fold to it.
 SEED_LIMIT = 2**31
 
@@ -380,6 +380,18 @@ RULES: dict[str, Rule] = {
     'svm_on_fc9': boolean(),
     'svm_max_train_frames': ints(1),
     'host_augmentation': boolean(),
+    'flow': boolean(),
+    'imagenet_weights': Rule(lambda v, c, d: v is None or isinstance(v, str),
+                             'None or a path', 3),
+    'model.width_multiplier': Rule(
+        lambda v, c, d: isinstance(v, (int, float)) and not isinstance(
+            v, bool) and v > 0, 'a number > 0', 0.0),
+    'model.fc_width': ints(1),
+    'model.two_way_output': boolean(),
+    'model.fusion': Rule(
+        lambda v, c, d: v in ('rgb', 'flow', 'channels', 'horizontal',
+                              'pi_conv', 'pi_fc6', 'pi_fc7'),
+        'one of au_jax.models.aunets.FUSIONS', 'sideways'),
     'prefetch_batches': ints(1),
     'min_positives_for_threshold': ints(0),
     'best_metric': Rule(lambda v, *_: v in ('f1', 'auc'), "'f1' or 'auc'",
@@ -396,9 +408,16 @@ RULES: dict[str, Rule] = {
         lambda v, c, d: v in (None, 'all') or (
             _is_int(v) and 1 <= v <= folds_lib.NUM_FOLDS),
         f"None, 'all' or an int in [1, {folds_lib.NUM_FOLDS}]", 4),
-    'init_from.view': ints(0, none_ok=True),
-    'init_from.au': Rule(lambda v, c, d: v is None or v in aus_lib.CATALOGUE,
-                         'None or a FACS AU id au_jax knows', 99),
+    # 'none' clears that level of the source run's directory (runs.py).
+    'init_from.view': Rule(
+        lambda v, c, d: v in (None, 'none') or (_is_int(v) and v >= 0),
+        "None, 'none' or an int >= 0", -1),
+    'init_from.au': Rule(
+        lambda v, c, d: v in (None, 'none') or v in aus_lib.CATALOGUE,
+        "None, 'none' or a FACS AU id au_jax knows", 99),
+    'init_from.classify_field': Rule(
+        lambda v, c, d: v in (None, 'identity', 'emotion', 'view'),
+        "None, 'identity', 'emotion' or 'view'", 'age'),
     'init_from.params': _or_none(_REGEX),
     'init_from.config': Rule(_config_path_ok,
                              "None or 'configs/<file>.py[:variant]' naming "

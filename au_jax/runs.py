@@ -64,9 +64,14 @@ def dataset_dir_name(config: ml_collections.ConfigDict) -> str:
 
 
 def method_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """`workdir/<dataset>-<config>/<method>` as an absolute path."""
+  """`workdir/<dataset>-<config>/<method>` as an absolute path; a
+  `classify` run is `classify_<field>`, so EmoNet (emotion) and a view
+  classifier on the same data never share a directory."""
+  method = config.method
+  if method == 'classify' and config.get('classify_field'):
+    method = f'classify_{config.classify_field}'
   return os.path.abspath(os.path.join(
-      os.path.expanduser(workdir), dataset_dir_name(config), config.method))
+      os.path.expanduser(workdir), dataset_dir_name(config), method))
 
 
 def run_dir(config: ml_collections.ConfigDict, workdir: str,
@@ -189,7 +194,7 @@ def source_run_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
   init = config.init_from
   source = copy.deepcopy(config)
   with source.unlocked():
-    for field in ('method', 'dataset', 'dataset_config'):
+    for field in ('method', 'dataset', 'dataset_config', 'classify_field'):
       if init.get(field) is not None:
         source[field] = init[field]
   own = {'fold': config.get('run_fold', 1), 'view': config.get('run_view'),
@@ -241,6 +246,14 @@ def load_init_from(config: ml_collections.ConfigDict, workdir: str,
     raw, step = checkpointing.restore_raw(directory)
   except (FileNotFoundError, ValueError) as error:
     raise _missing_source_error(config, workdir, directory) from error
+  # A model may map another architecture's tree onto its own (CAUD heads
+  # from EmoNet's fc6/fc7, AUNets' widened or duplicated streams).
+  import importlib  # pylint: disable=g-import-not-at-top
+  from au_jax import models  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f'au_jax.models.{config.model_name}')
+  if hasattr(module, 'adapt_params') and raw.get('params') is not None:
+    raw = dict(raw, params=module.adapt_params(
+        models.create(config), raw['params'], variables['params']))
   pattern = re.compile(config.init_from.get('params') or '.*')
   report = {'source': directory, 'step': int(step), 'loaded': [],
             'not_in_source': [], 'unused_source': []}

@@ -56,7 +56,7 @@ VARIANTS = BASE_VARIANTS + ('cpu-horizontal', 'paper-pi_fc6', 'test-channels')
 def emonet_init(variant: str) -> ml_collections.ConfigDict:
   """init_from: the EmoNet run of this fold (configs/emonet.py:<variant>)."""
   return ml_collections.ConfigDict(dict(
-      method='classify', dataset='synthetic_au',
+      method='classify', classify_field='emotion', dataset='synthetic_au',
       dataset_config='tiny' if variant == 'test' else 'multiview',
       # au='none': EmoNet has no AU level in its run directory (runs.py).
       fold=None, view=None, au='none', stage=None,

@@ -58,7 +58,7 @@ def emonet_init(variant: str, per_au: bool) -> ml_collections.ConfigDict:
   none.
   """
   return ml_collections.ConfigDict(dict(
-      method='classify', dataset='synthetic_au',
+      method='classify', classify_field='emotion', dataset='synthetic_au',
       dataset_config='tiny' if variant == 'test' else 'multiview',
       fold=None,  # The same fold (emonet.py: no test subject leaks).
       view=None, au='none' if per_au else None,

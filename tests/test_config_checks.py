@@ -86,8 +86,8 @@ def test_variants_found():
   assert ('drml', 'paper') in VARIANTS
   assert ('drml', 'test') in VARIANTS
   assert ('drml', 'cpu') not in VARIANTS  # The same config as ''.
-  assert _variants(ROOT / 'configs' / 'drml.py') == ['', 'cpu', 'paper',
-                                                     'test']
+  assert _variants(ROOT / 'configs' / 'drml.py') == ['', 'cpu', 'gpu',
+                                                     'paper', 'test']
 
 
 @pytest.mark.parametrize('name,variant', VARIANTS)
