@@ -170,26 +170,32 @@ def unshared_config(config: ml_collections.ConfigDict,
 # ----------------------------------------------------------------------------
 # Aggregation
 
-def _au_f1(results: Mapping[str, Any], au: int) -> float:
+def _au_f1(results: Mapping[str, Any], au: int, metric: str) -> float:
   entry = results['per_au'].get(str(au), results['per_au'].get(au))
   if entry is None:
     raise KeyError(f'ablate: results have no AU {au} (per_au keys '
                    f'{sorted(results["per_au"])}).')
-  return float(entry['f1'])
+  if metric not in entry:
+    raise KeyError(f'ablate: results have no {metric!r} for AU {au} (have '
+                   f'{sorted(entry)}).')
+  return float(entry[metric])
 
 
 def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
-              aus: Sequence[int]) -> dict[str, Any]:
+              aus: Sequence[int], metric: str = 'f1') -> dict[str, Any]:
   """Rows x seeds of results dicts -> the ablation table.
 
   Args:
     results: row -> seed -> results dict ('per_au' {au: {'f1'}}, 'mean'
       {'f1'}), as in a method's results.json. Rows keep their order.
     aus: the AU columns.
+    metric: the per-AU and mean key ('f1': thresholds as the run chose
+      them; 'f1_at_05': threshold 0.5, where the runs report it).
 
   Returns:
-    {'aus', 'rows': {row: {'seeds', 'per_au_f1' (mean over seeds), 'mean_f1'
-    (mean over seeds of each seed's mean F1), 'seed_mean_f1' [S], 'min',
+    {'aus', 'metric', 'rows': {row: {'seeds', 'per_au_f1' (mean over
+    seeds), 'mean_f1' (mean over seeds of each seed's mean; named F1 for
+    any metric), 'seed_mean_f1' [S], 'min',
     'max', 'half_range', 'std' (ddof 1; 0 for one seed)}}, 'comparisons':
     [consecutive row pairs: 'a', 'b', 'difference' (b - a), 'separated'
     (seed ranges do not overlap)]}.
@@ -199,9 +205,9 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
     if not by_seed:
       continue
     seeds = sorted(by_seed)
-    per_seed = np.array([[_au_f1(by_seed[s], au) for au in aus]
+    per_seed = np.array([[_au_f1(by_seed[s], au, metric) for au in aus]
                          for s in seeds])  # [S, C]
-    means = np.array([float(by_seed[s]['mean']['f1']) for s in seeds])
+    means = np.array([float(by_seed[s]['mean'][metric]) for s in seeds])
     rows[name] = {
         'seeds': [int(s) for s in seeds],
         'per_au_f1': {str(au): float(v)
@@ -220,7 +226,7 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
         'a': a, 'b': b, 'difference': rb['mean_f1'] - ra['mean_f1'],
         'separated': bool(rb['min'] > ra['max'] or ra['min'] > rb['max']),
     })
-  return {'aus': [int(au) for au in aus], 'rows': rows,
+  return {'aus': [int(au) for au in aus], 'metric': metric, 'rows': rows,
           'comparisons': comparisons}
 
 
@@ -229,8 +235,10 @@ def markdown(table: Mapping[str, Any]) -> str:
   +- half-range (and std), each seed's mean F1, then the spread note."""
   aus = table['aus']
   seeds = sorted({s for r in table['rows'].values() for s in r['seeds']})
+  label = {'f1': 'F1', 'f1_at_05': 'F1@0.5'}.get(
+      table.get('metric', 'f1'), table.get('metric', 'f1'))
   head = (['row'] + [f'AU{au}' for au in aus]
-          + ['mean F1 (± half-range)', 'std']
+          + [f'mean {label} (± half-range)', 'std']
           + [f'seed {s}' for s in seeds])
   lines = ['| ' + ' | '.join(head) + ' |',
            '|' + '|'.join(['---'] + ['---:'] * (len(head) - 1)) + '|']
@@ -245,24 +253,28 @@ def markdown(table: Mapping[str, Any]) -> str:
   for c in table['comparisons']:
     verdict = ('exceeds the seed spread' if c['separated'] else
                'within the seed spread (does not count)')
-    notes.append(f'- {c["a"]} -> {c["b"]}: {c["difference"]:+.1f} mean F1, '
-                 f'{verdict}.')
+    notes.append(f'- {c["a"]} -> {c["b"]}: {c["difference"]:+.1f} mean '
+                 f'{label}, {verdict}.')
   if notes:
-    lines += ['', 'A difference counts only where the seeds\' mean F1 ranges '
-              'of the two rows do not overlap:'] + notes
+    lines += ['', f'A difference counts only where the seeds\' mean {label} '
+              'ranges of the two rows do not overlap:'] + notes
   return '\n'.join(lines) + '\n'
 
 
 def write_table(table: Mapping[str, Any], workdir: str) -> tuple[str, str]:
-  """`<workdir>/ablation.json` and `.md`, each written atomically."""
+  """`<workdir>/ablation.json` and `.md` (`ablation_<metric>.*` for a
+  metric other than 'f1'), each written atomically."""
   from au_jax import tables  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
-  json_path = os.path.join(workdir, 'ablation.json')
-  md_path = os.path.join(workdir, 'ablation.md')
+  metric = table.get('metric', 'f1')
+  stem = 'ablation' if metric == 'f1' else f'ablation_{metric}'
+  json_path = os.path.join(workdir, stem + '.json')
+  md_path = os.path.join(workdir, stem + '.md')
   text = json.dumps(table, indent=1)
-  tables._write_atomic(json_path, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
   md = markdown(table)
-  tables._write_atomic(md_path, lambda f: f.write(md))  # pylint: disable=protected-access
+  write = tables._write_atomic  # pylint: disable=protected-access
+  write(json_path, lambda f: f.write(text + '\n'))
+  write(md_path, lambda f: f.write(md))
   return json_path, md_path
 
 
@@ -277,7 +289,7 @@ def results_path(config: ml_collections.ConfigDict, workdir: str) -> str:
 def run_ablation(base: ml_collections.ConfigDict,
                  rows: Mapping[str, Mapping[str, Any]],
                  row_names: Sequence[str], seeds: Sequence[int],
-                 workdir: str) -> dict[str, Any]:
+                 workdir: str, metric: str = 'f1') -> dict[str, Any]:
   """Trains every (row, seed) not finished yet and returns the table."""
   import shutil  # pylint: disable=g-import-not-at-top
   from au_jax import train  # pylint: disable=g-import-not-at-top
@@ -328,7 +340,7 @@ def run_ablation(base: ml_collections.ConfigDict,
     finished[seed].setdefault(chain[-1][0], path)
     with open(path) as f:
       results[name][seed] = json.load(f)
-    table = aggregate(results, config.aus)
+    table = aggregate(results, config.aus, metric)
     table['timings_s'] = timings
     write_table(table, workdir)
   return table
@@ -349,7 +361,7 @@ def main(argv: Sequence[str]) -> None:
   seeds = _parse_list(flags_.seeds, int)
   start = time.time()
   table = run_ablation(flags_.config, rows, row_names, seeds,
-                       flags_.workdir)
+                       flags_.workdir, flags_.metric)
   print(markdown(table))
   print(f'ablate: {len(row_names)} rows x {len(seeds)} seeds in '
         f'{(time.time() - start) / 60:.1f} min; written '
@@ -366,6 +378,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('rows', '', 'Comma-separated ABLATION row names, in '
                       'table order (default: all, in the config\'s order).')
   flags.DEFINE_string('seeds', '0', 'Comma-separated seeds.')
+  flags.DEFINE_string('metric', 'f1', "Per-AU results key of the table: 'f1' "
+                      "(the run's thresholds) or 'f1_at_05'.")
   config_flags.DEFINE_config_file(
       'config', None, 'Config file with an ABLATION dict, '
       'e.g. configs/lpnet.py:ablation.', lock_config=False)

@@ -58,6 +58,22 @@ def test_write_table(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['ablation.json', 'ablation.md']
 
 
+def test_metric_f1_at_05(tmp_path):
+  def results(f1, at_05):
+    return {'per_au': {'1': {'f1': f1, 'f1_at_05': at_05}},
+            'mean': {'f1': f1, 'f1_at_05': at_05}}
+  table = ablate.aggregate({'a': {0: results(50.0, 30.0),
+                                  1: results(52.0, 36.0)}}, (1,),
+                           metric='f1_at_05')
+  assert table['rows']['a']['mean_f1'] == 33.0
+  assert table['rows']['a']['half_range'] == 3.0
+  assert 'mean F1@0.5 (± half-range)' in ablate.markdown(table)
+  json_path, _ = ablate.write_table(table, str(tmp_path))
+  assert os.path.basename(json_path) == 'ablation_f1_at_05.json'
+  with pytest.raises(KeyError, match="no 'auc' for AU 1"):
+    ablate.aggregate({'a': {0: results(1.0, 1.0)}}, (1,), metric='auc')
+
+
 def test_missing_au_is_named():
   with pytest.raises(KeyError, match='AU 4'):
     ablate.aggregate({'a': {0: _results(1.0, 2.0)}}, (1, 4))
