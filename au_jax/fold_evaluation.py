@@ -110,11 +110,15 @@ class Evaluator:
     out['val_best'] = out['val_mean_auc' if best == 'auc' else 'val_mean_f1']
     return out
 
-  def test_results(self, p_state, directory: str) -> dict[str, Any]:
-    """The test split under the validation-fitted rule, written to
-    `directory/test_results.{json,md}` (+ `_predictions.npz`)."""
+  def test_results(self, p_state, directory: str,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The test split under the validation-fitted rule, with `extra` (run,
+    checkpoint step, subjects), written to `directory/test_results.{json,md}`
+    (+ `_predictions.npz`)."""
+    extra = extra or {}
     if self.is_classify:
       results = self.split_results(p_state, 'test')
+      results.update(extra)
       tables.write_results(results, directory, 'test_results',
                            markdown=self.method.markdown(results))
       return results
@@ -130,6 +134,7 @@ class Evaluator:
       results['median_window_validation_f1'] = window_scores
     if self.config.get('svm_on_fc9') and validation is not None:
       results['svm'] = self._svm_results(p_state, validation)
+    results.update(extra)
     tables.write_results(results, directory, 'test_results')
     return results
 

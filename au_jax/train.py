@@ -309,10 +309,11 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
       state, _, _ = checkpointing.restore(
           manager, parallel.unreplicate(p_state), meta, step=best_step)
       p_state = parallel.replicate(state)
-    results = evaluator.test_results(p_state, directory)
-    results['run'] = str(key)
-    results['checkpoint_step'] = int(best_step or manager.latest_step() or 0)
-    results['test_subjects'] = list(data.subjects.test)
+    results = evaluator.test_results(p_state, directory, {
+        'run': str(key),
+        'checkpoint_step': int(best_step or manager.latest_step() or 0),
+        'test_subjects': list(data.subjects.test),
+        'validation_subjects': list(data.subjects.validation)})
     writer.write_scalars(config.num_train_steps,
                          {'test_' + k: v for k, v in results['mean'].items()
                           if isinstance(v, float)})

@@ -322,6 +322,8 @@ def test_ids_svm_smoothing_and_tuned_rule_end_to_end(tiny_data_dir, tmp_path):
   assert set(raw['subject']) == set(results['test_subjects'])
   saved = json.loads(open(f'{directory}/test_results.json').read())
   assert saved['median_window'] in postprocess.MEDIAN_WINDOWS
+  assert saved['checkpoint_step'] == results['checkpoint_step'] > 0
+  assert saved['test_subjects'] == results['test_subjects']
   assert 'f1_at_05' in saved['per_au']['1'] and 'svm' in saved
   assert json.loads(open(f'{directory}/config.json').read())['aus'] == list(
       config.aus)
