@@ -198,7 +198,7 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
     any metric), 'seed_mean_f1' [S], 'min',
     'max', 'half_range', 'std' (ddof 1; 0 for one seed)}}, 'comparisons':
     [consecutive row pairs: 'a', 'b', 'difference' (b - a), 'separated'
-    (seed ranges do not overlap)]}.
+    (seed ranges do not overlap; None when a row has one seed)]}.
   """
   rows = {}
   for name, by_seed in results.items():
@@ -224,7 +224,9 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
     ra, rb = rows[a], rows[b]
     comparisons.append({
         'a': a, 'b': b, 'difference': rb['mean_f1'] - ra['mean_f1'],
-        'separated': bool(rb['min'] > ra['max'] or ra['min'] > rb['max']),
+        'separated': (
+            None if min(len(ra['seeds']), len(rb['seeds'])) < 2 else
+            bool(rb['min'] > ra['max'] or ra['min'] > rb['max'])),
     })
   return {'aus': [int(au) for au in aus], 'metric': metric, 'rows': rows,
           'comparisons': comparisons}
@@ -251,8 +253,9 @@ def markdown(table: Mapping[str, Any]) -> str:
     lines.append('| ' + ' | '.join(cells) + ' |')
   notes = []
   for c in table['comparisons']:
-    verdict = ('exceeds the seed spread' if c['separated'] else
-               'within the seed spread (does not count)')
+    verdict = {True: 'exceeds the seed spread',
+               False: 'within the seed spread (does not count)',
+               None: 'one seed only, no spread to judge by'}[c['separated']]
     notes.append(f'- {c["a"]} -> {c["b"]}: {c["difference"]:+.1f} mean '
                  f'{label}, {verdict}.')
   if notes:

@@ -36,7 +36,11 @@ def test_aggregate_values():
   first, second = table['comparisons']
   assert (first['a'], first['b']) == ('a', 'b')
   assert first['difference'] == 5.5 and first['separated']  # 52 < 55
-  assert second['difference'] == -1.5 and not second['separated']
+  assert second['difference'] == -1.5 and second['separated'] is None
+  overlapping = ablate.aggregate({
+      'a': {0: _results(50.0, 50.0), 1: _results(54.0, 54.0)},
+      'b': {0: _results(52.0, 52.0), 1: _results(58.0, 58.0)}}, AUS)
+  assert not overlapping['comparisons'][0]['separated']  # 52 < 54
 
 
 def test_markdown_rows_and_note():
@@ -46,7 +50,7 @@ def test_markdown_rows_and_note():
   assert lines[2] == ('| a | 42.0 | 60.0 | 51.0 ± 1.0 | 1.4 | 50.0 | 52.0 |')
   assert lines[4] == '| c | 50.0 | 60.0 | 55.0 ± 0.0 | 0.0 | 55.0 | - |'
   assert '- a -> b: +5.5 mean F1, exceeds the seed spread.' in text
-  assert '- b -> c: -1.5 mean F1, within the seed spread' in text
+  assert '- b -> c: -1.5 mean F1, one seed only, no spread' in text
 
 
 def test_write_table(tmp_path):
