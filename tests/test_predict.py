@@ -318,3 +318,24 @@ def test_dataframe_api_matches_csv(run_dir, media, tmp_path):
   assert list(table['success']) == [1, 0]
   assert np.isnan(table['AU01_p'][1])
   assert list(table.attrs['errors']) == [str(tmp_path / 'missing.png')]
+
+
+def test_gray_and_four_channel_images_are_read_as_colour(run, media,
+                                                         tmp_path):
+  """Wrong channel count at predict time: a grayscale or RGBA photo is
+  converted to 3 channels when read, found and scored like the colour one."""
+  photo = cv2.imread(media['photo'], cv2.IMREAD_COLOR)
+  gray_path = str(tmp_path / 'gray.png')
+  rgba_path = str(tmp_path / 'rgba.png')
+  cv2.imwrite(gray_path, cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+  cv2.imwrite(rgba_path, cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA))
+  options = predict.Options(batch_size=BATCH)
+  colour = _table(predict.predict_file(media['photo'], run, str(tmp_path),
+                                       options).csv)[1]
+  rgba = _table(predict.predict_file(rgba_path, run, str(tmp_path),
+                                     options).csv)[1]
+  gray = _table(predict.predict_file(gray_path, run, str(tmp_path),
+                                     options).csv)[1]
+  assert [r['success'] for r in gray] == ['1']
+  # Alpha dropped: the same pixels, the same probabilities.
+  assert [r['AU01_p'] for r in rgba] == [r['AU01_p'] for r in colour]
