@@ -135,6 +135,9 @@ def link_shared_runs(chain: Sequence[tuple[str, str, str | None]],
         directory):
       continue
     shared.add(digest)
+    if os.path.islink(directory) and os.path.realpath(
+        directory) == os.path.realpath(source):
+      continue  # Linked by an earlier invocation.
     if os.path.lexists(directory):
       if not os.path.islink(directory):
         raise ValueError(
@@ -366,9 +369,10 @@ def main(argv: Sequence[str]) -> None:
   table = run_ablation(flags_.config, rows, row_names, seeds,
                        flags_.workdir, flags_.metric)
   print(markdown(table))
+  json_path, md_path = write_table(table, flags_.workdir)
   print(f'ablate: {len(row_names)} rows x {len(seeds)} seeds in '
-        f'{(time.time() - start) / 60:.1f} min; written '
-        f'{os.path.join(flags_.workdir, "ablation.md")} and .json')
+        f'{(time.time() - start) / 60:.1f} min; written {md_path} and '
+        f'{json_path}')
 
 
 if __name__ == '__main__':
