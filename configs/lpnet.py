@@ -75,6 +75,11 @@ ABLATION = {
     # regularisation loss") and with a smaller lambda.
     'pnet_lambda0': {'stages.pnet.orthogonality_weight': 0.0},
     'pnet_lambda0.1': {'stages.pnet.orthogonality_weight': 0.1},
+    # Diagnostic row: P-Net's own rate x10 (1e-2), the rest as 'pnet'. The
+    # records' landmarks carry the expression (a linear model on them beats
+    # the CNN), so a P-Net that adds nothing is under-trained, not useless.
+    'pnet_fast': {'stages.pnet.lr_mults': (('(stem|lnet)/.*', 0.5),
+                                           ('pnet/.*', 10.0))},
 }
 
 

@@ -140,3 +140,15 @@ def test_unknown_row_is_named(tmp_path):
   base = lpnet_config.get_config('test')
   with pytest.raises(ValueError, match="unknown rows \\['nope'\\]"):
     ablate.run_ablation(base, {'a': {}}, ['nope'], [0], str(tmp_path))
+
+
+def test_every_lpnet_row_builds_its_runs(tmp_path):
+  """Each ABLATION row applies to the config and plans its stage runs."""
+  base = lpnet_config.get_config('ablation')
+  for name, overrides in lpnet_config.ABLATION.items():
+    config = ablate.row_config(base, name, overrides, 0)
+    chain = ablate.run_chain(config, str(tmp_path / name))
+    last = {'stem': 'stem', 'stem_sl': 'stem', 'lnet': 'lnet'}.get(name,
+                                                                  'pnet')
+    assert [s for _, _, s in chain][0] == 'pretrain', name
+    assert chain[-1][2] == last, name
