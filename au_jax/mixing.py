@@ -51,9 +51,13 @@ class _PairOf:
 
   def __init__(self, source, starts: np.ndarray, counts: np.ndarray,
                num_aus: int, resize: int, crop: int, flip: bool,
-               mean, std):
+               mean, std, host_augmentation: bool = False):
     self.source, self.starts, self.counts = source, starts, counts
     self.num_aus = num_aus
+    # Like the AU stream (input_pipeline): by default the host only resizes
+    # (uint8) and the jitted step crops, mirrors and normalises.
+    self.host_augmentation = host_augmentation
+    self.resize = transforms.Resize(resize)
     self.crop_flip = transforms.RandomCropFlip(resize, crop, flip)
     self.normalize = transforms.Normalize(mean, std)
 
@@ -68,6 +72,8 @@ class _PairOf:
         # Identity faces carry no AU labels, whatever the source stores.
         'au_occurrence': np.full([self.num_aus], records.UNKNOWN, np.int32),
     }
+    if not self.host_augmentation:
+      return transforms.to_batchable(self.resize.map(element))
     element = self.crop_flip.random_map(element, rng)
     return transforms.to_batchable(self.normalize.map(element))
 
@@ -86,7 +92,8 @@ def _flatten_pairs(batch: Batch) -> Batch:
 
 def identity_pairs(builder: tfds.core.DatasetBuilder, num_pairs: int,
                    num_aus: int, resize: int, crop: int, flip: bool,
-                   mean, std, seed: int, subjects=None):
+                   mean, std, seed: int, subjects=None,
+                   host_augmentation: bool = False):
   """An endless, checkpointable stream of same-identity face pairs.
 
   Every identity (a split of `builder`, or `subjects`) with at least two
@@ -128,7 +135,7 @@ def identity_pairs(builder: tfds.core.DatasetBuilder, num_pairs: int,
         f'fewer than the {num_pairs} pairs a batch needs.')
   source = builder.as_data_source(split=folds.split_spec(subjects))
   pair_of = _PairOf(source, starts[usable], counts[usable], num_aus, resize,
-                    crop, flip, mean, std)
+                    crop, flip, mean, std, host_augmentation)
   dataset = (grain.MapDataset.range(int(usable.sum()))
              .shuffle(seed=seed).repeat(None)
              .random_map(pair_of, seed=seed)

@@ -213,7 +213,10 @@ def test_mixed_batches_layout_and_exact_resume(tiny_data_dir):
   data = input_pipeline.fold_data(config, builder, 1)
   batches = method.train_batches(config, data, seed=3, devices=2)
   first = next(batches)
-  assert first['image'].shape == (12, 64, 64, 3)
+  # Both streams send resized uint8 faces; the step crops them on device.
+  assert first['image'].shape == (12, config.resize_size,
+                                  config.resize_size, 3)
+  assert first['image'].dtype == np.uint8
   is_identity = first['is_identity_row'].reshape(2, 6)
   np.testing.assert_array_equal(is_identity, [[0, 0, 1, 1, 1, 1]] * 2)
   identity = first['identity'].reshape(2, 6)

@@ -248,6 +248,7 @@ def train_batches(config: ml_collections.ConfigDict, data: Any, seed: int,
   identity_iterator = mixing.identity_pairs(
       identity_builder, per_device_pairs * devices, len(config.aus),
       config.resize_size, config.crop_size, config.get('flip', True),
-      tuple(config.pixel_mean), tuple(config.pixel_std), seed=seed)
+      tuple(config.pixel_mean), tuple(config.pixel_std), seed=seed,
+      host_augmentation=config.get('host_augmentation', False))
   return mixing.mixed_batches(au_iterator, identity_iterator, per_device_au,
                               per_device_pairs, devices, seed=seed)
