@@ -295,8 +295,13 @@ def results_path(config: ml_collections.ConfigDict, workdir: str) -> str:
 def run_ablation(base: ml_collections.ConfigDict,
                  rows: Mapping[str, Mapping[str, Any]],
                  row_names: Sequence[str], seeds: Sequence[int],
-                 workdir: str, metric: str = 'f1') -> dict[str, Any]:
-  """Trains every (row, seed) not finished yet and returns the table."""
+                 workdir: str, metric: str = 'f1',
+                 train_missing: bool = True) -> dict[str, Any]:
+  """Trains every (row, seed) not finished yet and returns the table.
+
+  With train_missing=False nothing is trained: a (row, seed) without a
+  finished run is an error naming it (tables only).
+  """
   import shutil  # pylint: disable=g-import-not-at-top
   from au_jax import train  # pylint: disable=g-import-not-at-top
   unknown = [r for r in row_names if r not in rows]
@@ -324,6 +329,10 @@ def run_ablation(base: ml_collections.ConfigDict,
     to_train = unshared_config(config, chain, shared)
     if done:
       print(f'ablate: {name} seed {seed} already done ({path}).')
+    elif not train_missing and to_train is not None:
+      raise FileNotFoundError(
+          f'ablate: {name} seed {seed} has no finished run in {run_workdir} '
+          '(--train=false trains nothing; drop it to train the row).')
     elif to_train is None:
       source = finished[seed][chain[-1][0]]
       print(f'ablate: {name} seed {seed} equals a trained row; results '
@@ -367,7 +376,7 @@ def main(argv: Sequence[str]) -> None:
   seeds = _parse_list(flags_.seeds, int)
   start = time.time()
   table = run_ablation(flags_.config, rows, row_names, seeds,
-                       flags_.workdir, flags_.metric)
+                       flags_.workdir, flags_.metric, flags_.train)
   print(markdown(table))
   json_path, md_path = write_table(table, flags_.workdir)
   print(f'ablate: {len(row_names)} rows x {len(seeds)} seeds in '
@@ -385,6 +394,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('rows', '', 'Comma-separated ABLATION row names, in '
                       'table order (default: all, in the config\'s order).')
   flags.DEFINE_string('seeds', '0', 'Comma-separated seeds.')
+  flags.DEFINE_bool('train', True, 'False: only build the table from '
+                    'finished runs; a missing one is an error.')
   flags.DEFINE_string('metric', 'f1', "Per-AU results key of the table: 'f1' "
                       "(the run's thresholds) or 'f1_at_05'.")
   config_flags.DEFINE_config_file(

@@ -152,3 +152,11 @@ def test_every_lpnet_row_builds_its_runs(tmp_path):
                                                                   'pnet')
     assert [s for _, _, s in chain][0] == 'pretrain', name
     assert chain[-1][2] == last, name
+
+
+def test_no_train_mode_refuses_missing_runs(tmp_path):
+  base = lpnet_config.get_config('test')
+  rows = ablate.load_rows('configs/lpnet.py')
+  with pytest.raises(FileNotFoundError, match='stem seed 0 has no finished'):
+    ablate.run_ablation(base, rows, ['stem'], [0], str(tmp_path),
+                        train_missing=False)
