@@ -43,6 +43,10 @@ Variants (`get_config(arg)`):
           `identities` built in one data_dir. A 20-steps-per-stage smoke
           run of all four stages took 7 minutes on the shared 2-core CPU
           (~80 img/s once compiled), so the full job is ~20-25 minutes.
+  ablation  the CPU job cut for table 3's ablation (100 pretraining steps,
+          150 per AU stage, validation every 75): `python -m au_jax.ablate
+          --config=configs/lpnet.py:ablation` with the ABLATION rows below;
+          results and deviations in docs/lpnet_ablation.md.
   paper   the paper's sizes on BP4D/aligned (eye-centre aligned faces):
           ResNet-34 (21.3M stem parameters), 224 crop from 240 (k = 49),
           batch 100, 30 epochs per stage (~28,000 steps on a BP4D fold);
