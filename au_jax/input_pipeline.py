@@ -12,6 +12,7 @@ marking the padding in `mask`.
 import dataclasses
 import os
 import functools
+import hashlib
 from typing import Iterator
 
 from absl import logging
@@ -212,6 +213,15 @@ class _Subset:
 
   def __len__(self) -> int:
     return len(self._indices)
+
+  def __repr__(self) -> str:
+    # grain compares the data source's repr when it restores a checkpointed
+    # iterator: make it a function of the source and the chosen records,
+    # never of the object's address.
+    digest = hashlib.sha256(
+        np.asarray(self._indices, np.int64).tobytes()).hexdigest()[:16]
+    return (f'_Subset({self._source!r}, {len(self._indices)} records, '
+            f'indices sha256 {digest})')
 
   def __getitem__(self, index: int):
     return self._source[self._indices[index]]

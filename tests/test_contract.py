@@ -414,3 +414,16 @@ def test_missing_init_from_source_prints_the_command(tiny_data_dir,
   with pytest.raises(FileNotFoundError,
                      match='python -m au_jax.main --config=configs/emonet.py'):
     train.train_fold(config, str(tmp_path), fold=1)
+
+
+def test_selected_records_source_has_a_stable_repr(tiny_data_dir):
+  """grain restores a data iterator only if the source's repr matches: a
+  view/holdout selection must repr the same in a restarted process."""
+  config = _config(tiny_data_dir, views=(0,))
+  reprs = []
+  for _ in range(2):
+    builder = input_pipeline.open_dataset(config)
+    data = input_pipeline.fold_data(config, builder, 1)
+    reprs.append(repr(input_pipeline.split_source(data, 'train')))
+  assert reprs[0] == reprs[1] and 'records' in reprs[0]
+  assert ' at 0x' not in reprs[0]
