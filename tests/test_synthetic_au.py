@@ -290,7 +290,16 @@ def test_no_single_pixel_threshold_solves_an_au():
       continue
     _, column, threshold, sign = stats.best_threshold_f1(grey[train],
                                                          labels[train])
-    scores.append(stats.f1_score(sign * grey[test, column] >= sign * threshold,
-                                 labels[test]))
+    f1 = stats.f1_score(sign * grey[test, column] >= sign * threshold,
+                        labels[test])
+    # Against the floor a detector must beat: predicting every held-out
+    # frame positive, 2p / (1 + p).
+    known = labels[test] >= 0
+    rate = (labels[test][known] == 1).mean()
+    scores.append((round(f1, 3), round(2 * rate / (1 + rate), 3)))
   assert len(scores) >= 8
-  assert max(scores) < 0.9, scores
+  # A pixel shortcut gains at most a few points over the floor (measured:
+  # +0.085 at best, most AUs below it), never solves an AU.
+  gains = [f1 - floor for f1, floor in scores]
+  assert max(gains) < 0.15, scores
+  assert max(f1 for f1, _ in scores) < 0.9, scores
