@@ -38,6 +38,7 @@ from au_jax import transforms
 # postprocess.py; re-exported here for callers of the earlier API.
 from au_jax.postprocess import median_smooth, tune_thresholds  # pylint: disable=unused-import
 from au_jax.tables import format_table, markdown_table, write_results, _write_atomic  # pylint: disable=unused-import
+from au_jax.tables import per_au_values
 
 PERCENT_METRICS = ('f1', 'accuracy', 'auc', 'average_precision',
                    'baseline_f1')
@@ -55,13 +56,6 @@ def _mean(values: np.ndarray) -> float:
   if np.isnan(values).all():
     return float('nan')
   return float(np.nanmean(values))
-
-
-def per_au_values(results: Mapping[str, Any], key: str) -> np.ndarray:
-  """[C] float64 values of one per-AU metric, in results['aus'] order
-  (None, as JSON stores nan, becomes nan)."""
-  values = [results['per_au'][str(au)][key] for au in results['aus']]
-  return np.array([np.nan if v is None else v for v in values], np.float64)
 
 
 def _per_au_dict(aus: Sequence[int],

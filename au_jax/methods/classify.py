@@ -1,5 +1,10 @@
 """Pretraining as classification of a record field (identity, emotion, view).
 
+Papers: ../shared/papers/lpnet_cvpr2019.txt (4.1.3, face-identity
+pretraining), caud_thesis.txt (section 4, EmoNet), aunets_2017.txt (3.2.1
+EmoNet; 3.3 the view classifier). Deviation: one softmax head per run, no
+paper-specific classifier layers (the model's 'output' Dense).
+
 The papers pretrain their trunks before AU training: LP-Net's ResNet-34 on
 face identities (VGGFace2), EmoNet (CAUD, AUNets) on 8 emotions over several
 views, AUNets' view classifier on FERA 2017's 9 views. Each is this method:
