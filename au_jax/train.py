@@ -23,9 +23,9 @@ import numpy as np
 import optax
 import tqdm
 
-from au_jax import aus as aus_lib
 from au_jax import cache
 from au_jax import checkpointing
+from au_jax import config_checks
 from au_jax import device_transforms
 from au_jax import fold_evaluation
 from au_jax import folds
@@ -35,6 +35,7 @@ from au_jax import metric_writers
 from au_jax import models
 from au_jax import optim
 from au_jax import parallel
+from au_jax import runlock
 from au_jax import runs
 
 # Earlier API, kept for callers and benchmarks.
@@ -139,42 +140,11 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray],
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Clear errors, before any work starts, for values that would fail late."""
-  try:
-    from au_jax import config_checks  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    config_checks = None
-  if config_checks is not None:
-    config_checks.check_config(config, parallel.device_count())
-  aus_lib.check_aus(config.aus)
-  aus_lib.label_indices(config.dataset, config.aus)
+  """Clear errors, before any work starts, for values that would fail late:
+  every field's range (config_checks.py), then the run plan and method."""
+  config_checks.check_config(config, parallel.device_count())
   runs.plan(config)  # Folds, one_model_per, stage names.
-  for name in runs.stage_names(config):
-    if name is not None:
-      runs.apply_overlay(config, config.stages[name],
-                         f'config.stages.{name}')
   methods.get(config)
-  devices = parallel.device_count()
-  for field in ('batch_size', 'eval_batch_size'):
-    if config[field] <= 0 or config[field] % devices:
-      raise ValueError(f'config.{field}={config[field]} must be a positive '
-                       f'multiple of the {devices} local devices.')
-  if config.crop_size > config.resize_size:
-    raise ValueError(f'config.crop_size={config.crop_size} exceeds '
-                     f'config.resize_size={config.resize_size}.')
-  for field in ('num_train_steps', 'log_every_steps', 'eval_every_steps',
-                'checkpoint_every_steps'):
-    if int(config.get(field, 1)) < 1:
-      raise ValueError(f'config.{field}={config.get(field)} must be >= 1.')
-
-
-def _run_lock(directory: str):
-  try:
-    from au_jax import runlock  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    import contextlib  # pylint: disable=g-import-not-at-top
-    return contextlib.nullcontext()
-  return runlock.RunLock(directory)
 
 
 def _fetch(metrics: dict[str, Any]) -> dict[str, float]:
@@ -201,7 +171,7 @@ def train_run(config: ml_collections.ConfigDict, workdir: str,
   data = input_pipeline.fold_data(config, builder, key.fold)
   directory = runs.run_dir(config, workdir, key)
   os.makedirs(directory, exist_ok=True)
-  with _run_lock(directory):
+  with runlock.RunLock(directory):
     return _train_run_locked(config, workdir, key, builder, data, directory)
 
 
