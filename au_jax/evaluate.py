@@ -249,3 +249,35 @@ def cross_fold(results_by_fold: Mapping[int, Mapping[str, Any]],
   }
 
 
+
+
+def cross_dataset_aus(aus: Sequence[int], test_dataset: str) -> tuple[int, ...]:
+  """The AUs of `aus` (a model's outputs, in its order) that `test_dataset`
+  labels: what a cross-dataset test scores (e.g. BP4D's 12 AUs tested on
+  UNBC-McMaster -> (4, 6, 7, 10, 12)). Raises naming both AU sets when they
+  share none."""
+  aus = aus_lib.check_aus(aus, where='config.aus')
+  available = aus_lib.dataset_aus(test_dataset)
+  shared = tuple(a for a in aus if a in available)
+  if not shared:
+    raise ValueError(
+        f'Cross-dataset test: the model detects AUs {aus} and '
+        f'{test_dataset} labels AUs {tuple(available)}; they share no AU, so '
+        'there is nothing to score. Pick a test_dataset that labels some of '
+        'config.aus, or train on AUs it labels.')
+  return shared
+
+
+def select_columns(predict_fn: Callable[[Mapping[str, np.ndarray]], Any],
+                   columns: Sequence[int]
+                   ) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+  """`predict_fn` keeping only output `columns` (the shared AUs of a
+  cross-dataset test); a (scores, features) result keeps its features."""
+  columns = np.asarray(columns, np.int64)
+
+  def predict(batch):
+    out = predict_fn(batch)
+    if isinstance(out, tuple):
+      return (np.asarray(out[0])[:, columns],) + tuple(out[1:])
+    return np.asarray(out)[:, columns]
+  return predict

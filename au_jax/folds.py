@@ -5,6 +5,9 @@ choice of split names made here at read time. Fold k tests on part k and trains
 on the other two parts; validation subjects, when asked for, come from the
 training parts only, never from the test part (../shared/reference/
 protocols.md: one peer validates on its test fold, which inflates its numbers).
+The fold 'all' (cross-dataset protocol) trains on every subject but the
+validation ones and has no test subject: the test data is another dataset,
+read whole (`test_subjects`).
 
 Part lists per dataset:
 - bp4d, disfa: the standard parts of DRML / JAA-Net / ME-GraphAU / AUNets,
@@ -27,6 +30,7 @@ from typing import Sequence
 from absl import logging
 
 NUM_FOLDS = 3
+ALL = 'all'  # Every subject trains (cross-dataset protocol).
 
 # Standard subject-exclusive parts (protocols.md); fold k tests on part k.
 PARTS = {
@@ -76,12 +80,12 @@ class FoldSubjects:
       subjects = tuple(sorted(str(s) for s in subjects))
       _check_unique(subjects, f'FoldSubjects.{name}')
       object.__setattr__(self, name, subjects)
-    if not self.test:
-      raise ValueError('FoldSubjects.test is empty: a fold needs at least one '
-                       'test subject.')
-    if not self.train:
-      raise ValueError('FoldSubjects.train is empty: a fold needs at least '
-                       'one training subject.')
+    # An empty test tuple is the 'all' fold (every subject trains or
+    # validates; the test data is another dataset), an empty train tuple a
+    # test-only view of a dataset (cross-dataset evaluation).
+    if not self.test and not self.train:
+      raise ValueError('FoldSubjects has no train and no test subject: it '
+                       'would read nothing.')
     pairs = (('train', 'validation'), ('train', 'test'),
              ('validation', 'test'))
     for first, second in pairs:
@@ -220,13 +224,45 @@ def subjects_for_fold(parts: Sequence[Sequence[str]], fold: int,
   return FoldSubjects(train=tuple(train), validation=validation, test=test)
 
 
-def fold_subjects(dataset: str, fold: int, available: Sequence[str],
+def all_subjects(dataset: str, available: Sequence[str],
+                 num_validation: int = 0, strict: bool = True) -> FoldSubjects:
+  """The 'all' fold: every subject of the protocol trains, except
+  `num_validation` (`pick_validation`) held out for validation; no test
+  subject (the cross-dataset protocol tests on another dataset).
+
+  The subject set is that of the three parts (`dataset_parts`, same checks),
+  so FERA 2017's challenge-validation splits stay out here too.
+  """
+  parts = dataset_parts(dataset, available, strict=strict)
+  everyone = [s for part in parts for s in part]
+  if not everyone:
+    raise ValueError(f'{dataset}: no available subject to train on '
+                     f'(available: {sorted(available)}).')
+  validation = pick_validation(everyone, num_validation)
+  train = [s for s in everyone if s not in set(validation)]
+  return FoldSubjects(train=tuple(train), validation=validation, test=())
+
+
+def test_subjects(dataset: str, available: Sequence[str],
+                  strict: bool = True) -> FoldSubjects:
+  """Every subject of `dataset`'s protocol as test subjects, none training:
+  the unseen dataset of the cross-dataset protocol."""
+  parts = dataset_parts(dataset, available, strict=strict)
+  everyone = tuple(s for part in parts for s in part)
+  if not everyone:
+    raise ValueError(f'{dataset}: no available subject to test on '
+                     f'(available: {sorted(available)}).')
+  return FoldSubjects(train=(), validation=(), test=everyone)
+
+
+def fold_subjects(dataset: str, fold: int | str, available: Sequence[str],
                   num_validation: int = 0, strict: bool = True) -> FoldSubjects:
   """Train/validation/test subject ids of `dataset`'s fold `fold` (1..3).
 
   Args:
     dataset: 'bp4d', 'disfa', 'fera2017', 'unbc_mcmaster' or 'synthetic_au'.
-    fold: 1..3; fold k tests on part k and trains on the other two.
+    fold: 1..3; fold k tests on part k and trains on the other two. 'all'
+      trains on every subject (`all_subjects`, no test subject).
     available: subject ids (TFDS split names) of the built dataset, e.g.
       `list(builder.info.splits)`.
     num_validation: subjects moved from the training parts to validation
@@ -236,6 +272,8 @@ def fold_subjects(dataset: str, fold: int, available: Sequence[str],
   Returns:
     FoldSubjects with sorted, pairwise disjoint tuples.
   """
+  if isinstance(fold, str) and fold.strip() == ALL:
+    return all_subjects(dataset, available, num_validation, strict)
   check_fold(fold)
   parts = dataset_parts(dataset, available, strict=strict)
   return subjects_for_fold(parts, fold, num_validation,

@@ -82,6 +82,79 @@ def run_dir(config: ml_collections.ConfigDict, workdir: str,
   return os.path.join(method_dir(config, workdir), *key.parts())
 
 
+# ----------------------------------------------------------------------------
+# Cross-dataset protocol (config.test_dataset): train on every subject of
+# config.dataset (fold 'all'), test on every subject of the test dataset over
+# the AUs both label. Training never reads the test dataset, so the trained
+# run (its directory, checkpoints and fingerprint) is the same whatever it is
+# tested on; each test dataset's results go to their own directory below it:
+#   <run dir>/test_<test_dataset>-<config>/test_results.{json,md}
+#   <method dir>/test_<test_dataset>-<config>/results.{json,md}
+# so a within-dataset table, and tests on two datasets, never overwrite
+# each other, and testing a trained 'all' run on a new dataset trains nothing.
+
+
+def test_dataset_dir_name(config: ml_collections.ConfigDict) -> str | None:
+  """'test_<dataset>-<config>' of config.test_dataset, or None (within-
+  dataset)."""
+  if not config.get('test_dataset'):
+    return None
+  name = config.test_dataset
+  if config.get('test_dataset_config'):
+    name += f'-{config.test_dataset_config}'
+  return f'test_{name}'
+
+
+def test_dir(config: ml_collections.ConfigDict, directory: str) -> str:
+  """Where run (or fold) `directory`'s test results go."""
+  name = test_dataset_dir_name(config)
+  return os.path.join(directory, name) if name else directory
+
+
+def results_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Where the cross-fold (or cross-dataset) table goes."""
+  return test_dir(config, method_dir(config, workdir))
+
+
+def folds_of(config: ml_collections.ConfigDict) -> tuple[int | str, ...]:
+  """config.folds as fold numbers, or ('all',)."""
+  if str(config.folds).strip() == ALL:
+    return (ALL,)
+  return folds_lib.parse_folds(config.folds)
+
+
+def check_cross_dataset(config: ml_collections.ConfigDict
+                        ) -> tuple[int, ...] | None:
+  """None within a dataset; for a cross-dataset config, the AUs it is scored
+  on (evaluate.cross_dataset_aus), after errors for settings the protocol
+  does not have."""
+  if not config.get('test_dataset'):
+    return None
+  from au_jax import evaluate  # pylint: disable=g-import-not-at-top
+  if folds_of(config) != (ALL,):
+    raise ValueError(
+        f'config.test_dataset={config.test_dataset!r} (cross-dataset '
+        f'protocol) trains on every subject of {config.dataset}, but '
+        f'config.folds={config.folds!r}: set --config.folds=all.')
+  if (config.test_dataset == config.dataset and
+      (config.get('test_dataset_config') or None) ==
+      (config.get('dataset_config') or None)):
+    raise ValueError(
+        f'config.test_dataset={config.test_dataset!r} with builder config '
+        f'{config.get("test_dataset_config")!r} is the training data itself '
+        '(fold all trains on its subjects); name another dataset or builder '
+        'config.')
+  if config.method == 'classify':
+    raise ValueError('config.test_dataset: the cross-dataset protocol scores '
+                     'AUs; classify runs have no AU outputs.')
+  if 'view' in tuple(config.get('one_model_per') or ()):
+    raise ValueError(
+        "config.test_dataset with one_model_per containing 'view': per-view "
+        'models cannot be routed on another dataset; au_jax does not '
+        'support it.')
+  return evaluate.cross_dataset_aus(config.aus, config.test_dataset)
+
+
 def apply_overlay(config: ml_collections.ConfigDict,
                   overlay: Any, where: str) -> ml_collections.ConfigDict:
   """A copy of `config` with `overlay`'s fields set; a field the config does
@@ -128,7 +201,8 @@ def _views(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 def plan(config: ml_collections.ConfigDict) -> list[RunKey]:
   """Every run `config` asks for, in the order they must train.
 
-  Folds come from `config.folds` ('all' trains on every subject). Within a
+  Folds come from `config.folds` ('all' trains on every subject; with
+  `config.test_dataset` it must be 'all', see `check_cross_dataset`). Within a
   fold: views, then AUs, then stages in order, so a stage can start from the
   previous stage of the same fold/view/AU, and the frontal view's models
   exist before other views adapt from them (list the frontal view first in
@@ -139,10 +213,13 @@ def plan(config: ml_collections.ConfigDict) -> list[RunKey]:
   if unknown:
     raise ValueError(f'config.one_model_per={per}: unknown axis {unknown}; '
                      f'use a subset of {PER_MODEL_AXES}.')
-  folds = ((ALL,) if str(config.folds).strip() == ALL
-           else folds_lib.parse_folds(config.folds))
+  folds = folds_of(config)
+  shared = check_cross_dataset(config)
   views = _views(config) if 'view' in per else (None,)
   au_list = aus_lib.check_aus(config.aus) if 'au' in per else (None,)
+  if shared is not None and 'au' in per:
+    # One model per AU: the AUs the test dataset lacks are not trained.
+    au_list = shared
   stages = stage_names(config)
   return [RunKey(fold, view, au, stage)
           for fold in folds for view in views for au in au_list
