@@ -43,5 +43,9 @@ setuptools.setup(
         'tf': ['tensorflow>=2.17', 'tensorboard>=2.17'],
         'dev': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4',
                 'scikit-learn>=1.4,<2'],
+        # Dataset builds on Apache Beam (tests/test_beam_builds.py; README
+        # "Scaling out"). 2.77 is the tested one (it holds protobuf < 7,
+        # pyarrow < 26, pillow < 13, all within the pins above).
+        'beam': ['apache-beam>=2.77,<2.78'],
     },
 )

@@ -15,16 +15,19 @@ module-level `process_job(job, options, encoding, counts)` that yields
   ends the build with a `BuildWorkerError` naming the subject and the cause;
   every other worker is stopped and the scratch folder removed. (A
   `multiprocessing.Pool` replaces dead workers and waits forever.) Or
-- an Apache Beam pipeline per split (`beam.Create(jobs) | beam.FlatMap`) when
-  the caller passes `DownloadConfig(beam_runner=...)` or `beam_options`
-  (apache-beam is optional: it is imported only then), so the big sets can
-  build on a cluster one job per worker.
+- an Apache Beam pipeline per split (`beam_split`: one job per element)
+  when the caller passes `DownloadConfig(beam_runner=...)` or `beam_options`
+  (apache-beam is optional: `pip install -e ".[beam]"`; it is imported only
+  then), so the big sets can build on a cluster (Dataflow, Spark, Flink).
+  Its records equal the local paths' record for record
+  (tests/test_beam_builds.py).
 
-At the end of a local build the counts (frames, faces found by Haar, by
+At the end of a build the counts (frames, faces found by Haar, by
 landmarks, not found, not aligned, skipped frames), every named problem
 (damaged frame, label/video length mismatch, missing label file) and each
-AU's base rate are printed; under Beam they are Beam metric counters
-`au_jax/<name>`.
+AU's base rate are printed; under Beam they are also Beam metric counters
+`au_jax/<name>` (shown by the runner's UI) and the summary is rebuilt from
+them once the pipeline has finished.
 
 Damaged frames (a truncated JPEG/PNG, a video frame that fails to decode)
 are never stored: each is a counted skip named in the summary, and more than
@@ -289,14 +292,9 @@ def split_generators(
       generators (e.g. a failing write); running it twice is harmless.
   """
   options, encoding = config.face_options(), config.encoding
-  if use_beam:
-    if listing_counts:  # Beam has no local summary: print them now.
-      print('\n'.join(f'{name}: {k[len(NAMED):]}' for k in
-                      sorted(listing_counts) if k.startswith(NAMED)),
-            flush=True)
-    beam = tfds.core.lazy_imports.apache_beam
-    return {split: (beam.Create(split_jobs) | beam.FlatMap(
-        _beam_process, process_job, options, encoding, name))
+  if use_beam:  # The summary is printed from Beam's counters at the end.
+    return {split: beam_split(name, split, split_jobs, process_job, options,
+                              encoding, aus)
             for split, split_jobs in jobs.items()}
   stats = BuildStats(name, aus, len(jobs))
   stats.counts.update(listing_counts or {})
@@ -524,13 +522,113 @@ def _worker_main(process_job, split, jobs, options, encoding, name, stem):
     sys.exit(1)
 
 
-def _beam_process(job, process_job, options, encoding, name):
+# Beam keys: (job index << KEY_BITS) | frame position within the job. TFDS's
+# BeamWriter sorts a disable_shuffling split by key and shards it with
+# `key * num_shards / largest_key`, so the keys must be non-negative ints in
+# output order (the in-process path's string keys raise a TypeError there).
+KEY_BITS = 32
+BEAM_NAMESPACE = 'au_jax'
+_COUNTS_TAG = 'counts'
+_POSITIVE, _LABELLED = 'positive_AU', 'labelled_AU'
+
+
+def beam_key(job_index: int, position: int) -> int:
+  """The int key of frame `position` of job `job_index` (see KEY_BITS)."""
+  if not 0 <= position < 1 << KEY_BITS:
+    raise ValueError(f'Frame position {position} of job {job_index} does '
+                     f'not fit in {KEY_BITS} bits.')
+  return (job_index << KEY_BITS) | position
+
+
+def beam_split(name: str, split: str, jobs: Sequence[Any],
+               process_job: ProcessFn, options: face_lib.FaceOptions,
+               encoding: str, aus: Sequence[int]) -> Any:
+  """A Beam PTransform (pipeline -> (int key, example)) for one split.
+
+  One job per element, so a runner spreads a subject's sequences (or a
+  split's videos) over its workers. Each job also emits its counts and AU
+  tallies on a side output, summed per split by a final step that applies
+  the same per-subject damaged-frame limit as the local paths (raising
+  there fails the pipeline, so nothing is written) and publishes them as
+  Beam counters `au_jax/<name>` (`summary_from_counters` turns them back
+  into the local build summary).
+  """
   beam = tfds.core.lazy_imports.apache_beam
+
+  def expand(pipeline):
+    processed = (
+        pipeline
+        | 'Create' >> beam.Create(list(enumerate(jobs)))
+        | 'Process' >> beam.FlatMap(
+            _beam_process, process_job, options, encoding, len(aus)
+        ).with_outputs(_COUNTS_TAG, main='examples'))
+    _ = (processed[_COUNTS_TAG]
+         | 'SumCounts' >> beam.CombineGlobally(_sum_tallies)
+         | 'CheckCounts' >> beam.Map(_beam_split_done, name, split,
+                                     tuple(aus)))
+    return processed.examples
+
+  return beam.ptransform_fn(expand)()
+
+
+def _beam_process(indexed_job, process_job, options, encoding, num_aus):
+  """One job's (int key, example)s, then its tallies on the counts output."""
+  beam = tfds.core.lazy_imports.apache_beam
+  job_index, job = indexed_job
   counts = collections.Counter()
-  yield from process_job(job, options, encoding, counts)
-  check_damaged(name, str(job[0]), counts)  # Per job: Beam has no subjects.
+  positive = np.zeros(num_aus, np.int64)
+  labelled = np.zeros(num_aus, np.int64)
+  position = 0
+  for _, example in process_job(job, options, encoding, counts):
+    occurrence = example['au_occurrence']
+    positive += occurrence == 1
+    labelled += occurrence >= 0
+    yield beam_key(job_index, position), example
+    position += 1
+  yield beam.pvalue.TaggedOutput(_COUNTS_TAG, (counts, positive, labelled))
+
+
+def _sum_tallies(tallies):
+  counts, positive, labelled = collections.Counter(), 0, 0
+  for c, p, n in tallies:
+    counts.update(c)
+    positive, labelled = positive + p, labelled + n
+  return counts, positive, labelled
+
+
+def _beam_split_done(tallies, name, split, aus):
+  beam = tfds.core.lazy_imports.apache_beam
+  counts, positive, labelled = tallies
+  check_damaged(name, split, counts)
+  metric = beam.metrics.Metrics.counter
   for key, value in counts.items():
-    beam.metrics.Metrics.counter('au_jax', key).inc(value)
+    if value:
+      metric(BEAM_NAMESPACE, key).inc(value)
+  for au, p, n in zip(aus, np.broadcast_to(positive, len(aus)),
+                      np.broadcast_to(labelled, len(aus))):
+    metric(BEAM_NAMESPACE, f'{_POSITIVE}{au}').inc(int(p))
+    metric(BEAM_NAMESPACE, f'{_LABELLED}{au}').inc(int(n))
+
+
+def summary_from_counters(name: str, aus: Sequence[int], pipeline_result: Any,
+                          listing_counts: collections.Counter | None = None
+                          ) -> str:
+  """The local build summary, from a finished pipeline's au_jax counters."""
+  beam = tfds.core.lazy_imports.apache_beam
+  query = pipeline_result.metrics().query(
+      beam.metrics.MetricsFilter().with_namespace(BEAM_NAMESPACE))
+  totals = collections.Counter(listing_counts or {})
+  for result in query['counters']:
+    value = result.committed
+    if value is None:  # Runners without committed metrics.
+      value = result.attempted
+    totals[result.key.metric.name] += int(value or 0)
+  stats = BuildStats(name, aus, 1)
+  for i, au in enumerate(stats.aus):
+    stats.positive[i] = totals.pop(f'{_POSITIVE}{au}', 0)
+    stats.labelled[i] = totals.pop(f'{_LABELLED}{au}', 0)
+  stats.counts.update(totals)
+  return stats.summary()
 
 
 def sorted_frames(folder: str, extensions: Iterable[str]) -> dict[int, str]:
@@ -689,6 +787,12 @@ class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
         self.builder_config, getattr(self, '_use_beam', False),
         str(self._data_dir_root), getattr(self, '_cleanups', None),
         self.listing_counts)
+
+  def _process_pipeline_result(self, pipeline_result) -> None:
+    """Prints the build summary of a Beam build from its counters."""
+    print(summary_from_counters(self.DATASET, self._aus(), pipeline_result,
+                                getattr(self, 'listing_counts', None)),
+          flush=True)
 
   def _generate_examples(self, jobs: list[Any]):
     """One subject's examples in this process (TFDS requires the method;

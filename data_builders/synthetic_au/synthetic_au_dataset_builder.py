@@ -52,10 +52,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             frontal_view=config_lib.FRONTAL_VIEW if synth.multiview else 0),
     )
 
+  def _download_and_prepare(self, dl_manager, download_config):
+    # DownloadConfig(beam_runner=...) or beam_options: build with Beam.
+    self._use_beam = (download_config.beam_runner is not None or
+                      download_config.beam_options is not None)
+    return super()._download_and_prepare(dl_manager, download_config)
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # everything is rendered
     synth = self.synth_config
     indices = range(synth.num_subjects)
+    if getattr(self, '_use_beam', False):
+      beam = tfds.core.lazy_imports.apache_beam
+      # One subject per element: a runner renders subjects on its workers.
+      return {config_lib.subject_id(i): (
+          beam.Create([(synth.name, i)]) | beam.FlatMap(_beam_subject))
+              for i in indices}
     rendered = generate.render_subjects(synth, indices)
     done = {}
 
@@ -75,3 +87,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     for record in records_of(index):
       record = dict(record)
       yield record.pop('key'), record
+
+
+def _beam_subject(job: tuple[str, int]) -> Iterator[tuple[int, dict]]:
+  """(int key, record) of one subject, for the Beam path.
+
+  The records are `generate.render_subject`'s, as on the local path; the
+  key is the record's position in the subject: TFDS's BeamWriter sorts a
+  disable_shuffling split by key and needs ints (au_jax.preprocess.frames
+  KEY_BITS), so the local string keys (whose sort order would also put
+  video T10 before T2) are dropped.
+  """
+  name, index = job
+  for position, record in enumerate(
+      generate.render_subject(config_lib.get(name), index)):
+    record = dict(record)
+    del record['key']
+    yield position, record

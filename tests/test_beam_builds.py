@@ -1,0 +1,155 @@
+"""Every builder's Apache Beam path, under Beam's DirectRunner.
+
+bp4d, disfa, unbc_mcmaster and fera2017 (config `tiny`, on their dummy_data)
+and synthetic_au/tiny are each built once on the local path (in-process) and
+once through `au_jax.prepare` with `beam_runner=DirectRunner()`; the two
+must hold the same splits and the same records in the same order, compared
+as the serialized bytes array_record stores (every field, the encoded image
+bytes included) and as decoded fields. apache-beam is optional
+(`pip install -e ".[beam]"`): without it the whole file is skipped.
+"""
+
+import contextlib
+import glob
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+beam = pytest.importorskip(
+    'apache_beam', reason='apache-beam is not installed (optional extra: '
+    'pip install -e ".[beam]"); the Beam build path is not tested here')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from array_record.python import array_record_module
+
+from au_jax import prepare
+from au_jax.preprocess import frames
+import test_real_builders as real  # Its build/records/dummy_dir helpers.
+
+REAL = ('bp4d', 'disfa', 'unbc_mcmaster', 'fera2017')
+
+
+def _captured(fn):
+  """(fn()'s result, what it printed)."""
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    result = fn()
+  return result, out.getvalue()
+
+
+def _summary(printed: str, name: str) -> list[str]:
+  """The build summary's lines (they start with '<name>: ')."""
+  return [line for line in printed.splitlines()
+          if line.startswith(f'{name}: ')]
+
+
+def _beam_build(name, data_dir, manual_dir=None):
+  return prepare.prepare(name, 'tiny', data_dir, manual_dir,
+                         beam_runner=beam.runners.DirectRunner())
+
+
+@pytest.fixture(scope='session')
+def beam_builds(tmp_path_factory):
+  """{name: (local builder, local summary, beam builder, beam summary)}."""
+  out = {}
+  for name in REAL:
+    local, local_printed = _captured(lambda n=name: real.build(
+        n, 'tiny', str(tmp_path_factory.mktemp(f'{n}_local'))))
+    built, beam_printed = _captured(lambda n=name: _beam_build(
+        n, str(tmp_path_factory.mktemp(f'{n}_beam')), real.dummy_dir(n)))
+    out[name] = (local, _summary(local_printed, name), built,
+                 _summary(beam_printed, name))
+  return out
+
+
+@pytest.fixture(scope='session')
+def synthetic_beam(tmp_path_factory):
+  return _beam_build('synthetic_au', str(tmp_path_factory.mktemp('synth')))
+
+
+def serialized(builder, split: str) -> list[bytes]:
+  """The split's stored records, in order, as array_record holds them."""
+  pattern = os.path.join(builder.data_dir,
+                         f'{builder.name}-{split}.array_record-*')
+  paths = sorted(glob.glob(pattern))
+  assert paths, f'no array_record shards match {pattern}'
+  rows = []
+  for path in paths:  # Shard names sort in shard order (-00000-of-000NN).
+    reader = array_record_module.ArrayRecordReader(path)
+    rows.extend(reader.read_all())
+    reader.close()
+  return rows
+
+
+def assert_same_records(local, built):
+  assert sorted(built.info.splits) == sorted(local.info.splits)
+  total = 0
+  for split in local.info.splits:
+    assert (built.info.splits[split].num_examples ==
+            local.info.splits[split].num_examples), split
+    want, got = serialized(local, split), serialized(built, split)
+    assert len(got) == len(want) == local.info.splits[split].num_examples
+    for i, (a, b) in enumerate(zip(got, want)):
+      assert a == b, f'{local.name} {split} record {i} differs'
+    total += len(want)
+    # And decoded, field by field (image pixels included).
+    for i, (a, b) in enumerate(zip(real.records(built)[split],
+                                   real.records(local)[split])):
+      assert sorted(a) == sorted(b)
+      for field in b:
+        np.testing.assert_array_equal(a[field], b[field],
+                                      err_msg=f'{split} {i} {field}')
+  assert total > 0
+
+
+@pytest.mark.parametrize('name', REAL)
+def test_beam_build_equals_local_build(beam_builds, name):
+  local, _, built, _ = beam_builds[name]
+  assert_same_records(local, built)
+
+
+@pytest.mark.parametrize('name', REAL)
+def test_beam_summary_equals_local_summary(beam_builds, name):
+  """Counts, named problems and AU base rates, rebuilt from Beam counters."""
+  _, local_summary, _, beam_summary = beam_builds[name]
+  assert local_summary[0].startswith(f'{name}: ') and 'frames' in (
+      local_summary[0])
+  assert beam_summary == local_summary
+
+
+def test_bp4d_beam_summary_counts(beam_builds):
+  """Values from the dummy data's layout (make_dummy_data.SEQUENCES)."""
+  _, _, built, summary = beam_builds['bp4d']
+  frames_stored = sum(s.num_examples for s in built.info.splits.values())
+  assert frames_stored == 9
+  assert summary[0].startswith(f'bp4d: {frames_stored} frames; ')
+  assert "'skipped_labelled_frame_without_image': 1" in '\n'.join(summary)
+
+
+def test_synthetic_au_beam_build_equals_local_build(tiny_data_dir,
+                                                    synthetic_beam):
+  local = prepare.get_builder('synthetic_au', 'tiny', tiny_data_dir)
+  assert len(local.info.splits) == 6
+  assert_same_records(local, synthetic_beam)
+
+
+def test_beam_keys_sort_in_job_then_frame_order():
+  keys = [frames.beam_key(j, p) for j in range(3) for p in (0, 1, 2**31)]
+  assert keys == sorted(keys) and len(set(keys)) == len(keys)
+  assert frames.beam_key(1, 0) == 2**32
+  with pytest.raises(ValueError, match='position 4294967296 of job 2'):
+    frames.beam_key(2, 2**32)
+
+
+def test_beam_build_fails_on_too_many_damaged_frames(tmp_path):
+  """The per-subject damaged-frame limit holds under Beam too."""
+  root = tmp_path / 'bp4d'
+  shutil.copytree(real.dummy_dir('bp4d'), root)
+  (root / 'Sequences' / 'M009' / 'T1' / '002.jpg').write_bytes(b'not a jpeg')
+  with pytest.raises(Exception, match=r'subject M009: 1 of 3 frames.*002\.jpg'):
+    _beam_build('bp4d', str(tmp_path / 'out'), str(root))
+  assert not glob.glob(str(tmp_path / 'out' / 'bp4d' / 'tiny' / '*' /
+                           'dataset_info.json'))
