@@ -168,6 +168,23 @@ def _normalize_config(images: Array, config: Any) -> Array:
                    dtype=config.get('dtype', 'float32'))
 
 
+def _flow_crop_flip(flow: Array, top: Array, left: Array, flips: Array,
+                    config: Any) -> Array:
+  """batch['flow'] (AUNets' flow image, uint8 [B, R, R, 3]) cut and
+  mirrored with the face, then normalised like it. Mirroring the frames
+  negates u, i.e. reflects the encoded R channel about mid-grey (255 - R;
+  preprocess/flow.mirror_flow_image); v and |flow| are unchanged."""
+  if flow.shape != (flow.shape[0], config.resize_size, config.resize_size,
+                    3) or flow.dtype != jnp.uint8:
+    raise ValueError(f"device transforms expect batch['flow'] uint8 [B, "
+                     f'{config.resize_size}, {config.resize_size}, 3], got '
+                     f'{flow.dtype} {tuple(flow.shape)}.')
+  flow, _ = crop_flip(flow, None, top, left, flips, config.crop_size)
+  reflected = flow.at[..., 0].set(255 - flow[..., 0])
+  flow = jnp.where(flips[:, None, None, None], reflected, flow)
+  return _normalize_config(flow, config)
+
+
 def train_preprocess(batch: Mapping[str, Array], key: Array,
                      config: Any) -> dict[str, Array]:
   """Random crop + mirror + normalise of a uint8 batch, on the device.
@@ -194,6 +211,8 @@ def train_preprocess(batch: Mapping[str, Array], key: Array,
   out = dict(batch, image=_normalize_config(images, config))
   if landmarks is not None:
     out['landmarks'] = landmarks
+  if 'flow' in batch:
+    out['flow'] = _flow_crop_flip(batch['flow'], top, left, flips, config)
   return out
 
 
@@ -206,4 +225,10 @@ def eval_preprocess(batch: Mapping[str, Array],
   out = dict(batch, image=_normalize_config(images, config))
   if landmarks is not None:
     out['landmarks'] = landmarks
+  if 'flow' in batch:
+    size = batch['flow'].shape[0]
+    offset = jnp.full((size,), (config.resize_size - config.crop_size) // 2,
+                      jnp.int32)
+    out['flow'] = _flow_crop_flip(batch['flow'], offset, offset,
+                                  jnp.zeros((size,), bool), config)
   return out

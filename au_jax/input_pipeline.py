@@ -17,6 +17,7 @@ from typing import Iterator
 
 from absl import logging
 import grain
+import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
@@ -42,6 +43,11 @@ class FoldData:
   label_indices: np.ndarray  # [C] columns of config.aus in the records.
   views: tuple[int, ...] | None = None
   holdout: int = 0
+  # config.flow: records gain 'flow' [R, R, 3] uint8 (AUNets' flow image to
+  # the next frame of the video and view, R = flow_size); see _FlowSource.
+  flow: bool = False
+  flow_size: int | None = None
+  flow_method: str = 'dis'
 
 
 def open_dataset(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -69,9 +75,16 @@ def fold_data(config: ml_collections.ConfigDict,
     # Identities of test subjects are never seen in training, so identity
     # classification is scored on held-out videos of the training people.
     holdout = int(config.get('identity_holdout_every', 4) or 4)
+  flow = bool(config.get('flow'))
+  if flow and config.get('host_augmentation'):
+    raise ValueError('config.flow needs the device augmentation path '
+                     '(host_augmentation=False): only it crops and mirrors '
+                     "batch['flow'] with the image.")
   return FoldData(builder, subjects,
                   aus_lib.label_indices(config.dataset, config.aus),
-                  views, holdout)
+                  views, holdout, flow=flow,
+                  flow_size=config.get('resize_size') if flow else None,
+                  flow_method=config.get('flow_method') or 'dis')
 
 
 def _source(builder: tfds.core.DatasetBuilder, subjects) -> grain.sources.RandomAccessDataSource:
@@ -138,6 +151,9 @@ def split_source(data: FoldData, split: str):
   subjects = (data.subjects.train if data.holdout and split != 'train'
               else getattr(data.subjects, split))
   source = _source(data.builder, subjects)
+  if data.flow:  # Before any selection: a frame's neighbour is always read.
+    source = _FlowSource(source, _record_ids(data.builder, tuple(subjects)),
+                         data.flow_size, data.flow_method)
   if not data.views and not data.holdout:
     return source
   ids = _record_ids(data.builder, tuple(subjects))
@@ -187,20 +203,37 @@ def _record_transforms(config: ml_collections.ConfigDict, data: FoldData,
 
 def train_loader(config: ml_collections.ConfigDict, data: FoldData,
                  seed: int) -> grain.DataLoader:
-  """An endless shuffled loader of [batch_size, ...] numpy batches."""
+  """An endless shuffled loader of [batch_size, ...] numpy batches.
+
+  In a P-process job (au_jax/distributed.py) each process loads its
+  batch_size / P rows of every global batch: all processes walk the same
+  shuffled record order and grain's process sharding gives process p the
+  positions p, p + P, p + 2P, ...; so global batch k holds the same records
+  as batch k of a one-process run (rows interleaved by process).
+  """
   source = split_source(data, 'train')
   if len(source) < config.batch_size:
     raise ValueError(
         f'Only {len(source)} training frames for a batch of '
         f'{config.batch_size}; lower config.batch_size.')
+  processes, index = jax.process_count(), jax.process_index()
+  if config.batch_size % processes:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} does not split over '
+        f'{processes} processes; make it a multiple of {processes}.')
   sampler = grain.samplers.IndexSampler(
       num_records=len(source), shuffle=True, num_epochs=None, seed=seed,
       shard_options=grain.sharding.NoSharding())
   operations = _record_transforms(config, data, train=True) + [
-      grain.transforms.Batch(config.batch_size, drop_remainder=True)]
+      grain.transforms.Batch(config.batch_size // processes,
+                             drop_remainder=True)]
+  # One process keeps the loader (and its checkpointed state) as it was.
+  shard_options = (grain.sharding.ShardOptions(
+      shard_index=index, shard_count=processes, drop_remainder=True)
+                   if processes > 1 else None)
   return grain.DataLoader(
       data_source=source, sampler=sampler, operations=operations,
-      worker_count=config.num_workers,
+      worker_count=config.num_workers, shard_options=shard_options,
       worker_buffer_size=config.get('worker_buffer_size', 2))
 
 
@@ -227,6 +260,52 @@ class _Subset:
     return self._source[self._indices[index]]
 
 
+class _FlowSource:
+  """Records of `source` with 'flow' added, computed from the neighbouring
+  record: AUNets' flow image (preprocess/flow.py) from the frame to the next
+  frame of its video and view, at `size` x `size` uint8 like the resized
+  face. The last frame of a video reuses the flow into it from the previous
+  frame; a one-frame video gets zero motion (flow.neighbour_pairs; both are
+  counted in `counts` and logged).
+
+  Computed here rather than stored by the builders: on synthetic_au the
+  stored flow would add a rebuild and disk for every dataset while the
+  training step, not the flow, bounds img/s (figures and command in the
+  README, AUNets section; benchmarks/aunets_flow.py).
+  """
+
+  def __init__(self, source, ids: dict[str, np.ndarray], size: int | None,
+               method: str = 'dis'):
+    from au_jax.preprocess import flow as flow_lib  # pylint: disable=g-import-not-at-top
+    self._source, self._size, self._method = source, size, method
+    self._first, self._second, self.counts = flow_lib.neighbour_pairs(
+        ids['subject'], ids['sequence'], ids['view'], ids['frame_index'])
+    logging.info('Optical flow from neighbouring records: %d frames in %d '
+                 'videos; %d last frames reuse the flow into them, %d '
+                 'one-frame videos get zero motion.', self.counts['frames'],
+                 self.counts['videos'], self.counts['last_frames'],
+                 self.counts['single_frames'])
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __repr__(self) -> str:
+    return f'_FlowSource({self._source!r}, {self._method}, {self._size})'
+
+  def __getitem__(self, index: int):
+    from au_jax.preprocess import flow as flow_lib  # pylint: disable=g-import-not-at-top
+    record = self._source[index]
+    first, second = int(self._first[index]), int(self._second[index])
+    images = [record['image'] if i == index else self._source[i]['image']
+              for i in (first, second)]
+    record = dict(record)
+    record['flow'] = flow_lib.flow_image(
+        np.asarray(images[0]),
+        None if first == second else np.asarray(images[1]),
+        self._method, self._size)
+    return record
+
+
 def num_frames(data: FoldData, split: str) -> int:
   return len(split_source(data, split))
 
@@ -238,20 +317,57 @@ def eval_batches(config: ml_collections.ConfigDict, data: FoldData,
 
   Batches have `config.eval_batch_size` rows; the last is padded and `mask`
   [B] is False on padding rows, so every frame counts exactly once.
+
+  In a P-process job each process reads only its block (`_ProcessBlock`) in
+  batches of eval_batch_size / P rows; every process yields the same number
+  of batches (pmap runs in step on all of them) and the caller gathers the
+  rows (fold_evaluation.Evaluator), padding masked.
   """
   source = split_source(data, split)
   if max_frames is not None and max_frames < len(source):
     # An evenly spaced subset (every k-th frame), for quick validation.
     step = len(source) / max_frames
     source = _Subset(source, np.floor(np.arange(max_frames) * step))
+  batch_size, processes = config.eval_batch_size, jax.process_count()
+  if processes > 1:
+    if batch_size % processes:
+      raise ValueError(
+          f'config.eval_batch_size={batch_size} does not split over '
+          f'{processes} processes; make it a multiple of {processes}.')
+    batch_size //= processes
+    source = _ProcessBlock(source, jax.process_index(), processes)
   dataset = grain.MapDataset.source(source).map(transforms.KeepTextIds())
   for transform in _record_transforms(config, data, train=False):
     dataset = dataset.map(transform)
-  dataset = dataset.batch(config.eval_batch_size, drop_remainder=False)
+  dataset = dataset.batch(batch_size, drop_remainder=False)
   iterator = dataset.to_iter_dataset(grain.ReadOptions(
       num_threads=max(1, config.get('eval_read_threads', 2)),
       prefetch_buffer_size=2))
   for batch in iterator:
     batch = {k: v for k, v in batch.items()
              if np.asarray(v).dtype.kind in 'biuf'}
-    yield parallel.pad_batch(batch, config.eval_batch_size)
+    yield parallel.pad_batch(batch, batch_size)
+
+
+class _ProcessBlock:
+  """Process `index` of `count`'s contiguous block of a source's records:
+  ceil(N / count) records on every process, the last block(s) filled up
+  with copies of record 0 marked `mask` False. Concatenating the blocks in
+  process order gives records 0..N-1 in order, then the padding."""
+
+  def __init__(self, source, index: int, count: int):
+    self._source = source
+    self._size = -(-len(source) // count)
+    self._start = index * self._size
+    self._real = max(0, min(self._size, len(source) - self._start))
+
+  def __len__(self) -> int:
+    return self._size
+
+  def __getitem__(self, index: int):
+    if not 0 <= index < self._size:
+      raise IndexError(f'{index} outside a block of {self._size} records.')
+    real = index < self._real
+    record = dict(self._source[self._start + index if real else 0])
+    record['mask'] = np.bool_(real)
+    return record
