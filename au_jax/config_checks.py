@@ -154,7 +154,23 @@ def _folds_ok(v, c, d):
     raise ValueError(f'au_jax has no fold protocol for dataset {dataset!r}')
   if isinstance(v, str) and v.strip() == 'all':
     return True
-  folds_lib.parse_folds(v)  # Raises naming the bad fold.
+  folds_lib.parse_folds(v, _num_folds(c))  # Raises naming the bad fold.
+  return True
+
+
+def _num_folds(c) -> int:
+  """k of the config's fold protocol (3 when the protocol fields are bad:
+  their own rules report them)."""
+  k = c.get('num_folds')
+  if c.get('fold_protocol') == folds_lib.KFOLD and _is_int(k) and k >= 2:
+    return int(k)
+  return folds_lib.NUM_FOLDS
+
+
+def _num_folds_ok(v, c, d):
+  if v is None:
+    return True
+  folds_lib.Protocol(c.get('fold_protocol') or folds_lib.STANDARD, v)
   return True
 
 
@@ -289,8 +305,16 @@ RULES: dict[str, Rule] = {
     'identity_share': reals(0, 1, high_open=True, bad=1.0),
     'data_dir': _or_none(_PATH),
     'manual_dir': _or_none(_PATH),
+    # Fold protocol (folds.Protocol): the standard 3 parts or seeded k-fold
+    # (before 'folds', whose range they set).
+    'fold_protocol': choice(*folds_lib.PROTOCOLS),
+    'num_folds': Rule(_num_folds_ok, f"None or {folds_lib.NUM_FOLDS} "
+                      "(standard), an int >= 2 with fold_protocol='kfold'",
+                      1),
+    'fold_seed': ints(0, SEED_LIMIT - 1),
     'folds': Rule(_folds_ok, f"fold numbers in 1..{folds_lib.NUM_FOLDS} "
-                  "such as '1,2,3', or 'all'", '4'),
+                  "(1..num_folds with fold_protocol='kfold') such as "
+                  "'1,2,3', or 'all'", '0'),
     'aus': Rule(_aus_ok, "distinct FACS AU ids labelled in config.dataset",
                 (99,)),
     'num_validation_subjects': ints(0),
@@ -406,8 +430,8 @@ RULES: dict[str, Rule] = {
     'init_from.stage': _NAME,
     'init_from.fold': Rule(
         lambda v, c, d: v in (None, 'all') or (
-            _is_int(v) and 1 <= v <= folds_lib.NUM_FOLDS),
-        f"None, 'all' or an int in [1, {folds_lib.NUM_FOLDS}]", 4),
+            _is_int(v) and 1 <= v <= _num_folds(c)),
+        lambda c, d: f"None, 'all' or an int in [1, {_num_folds(c)}]", 99),
     # 'none' clears that level of the source run's directory (runs.py).
     'init_from.view': Rule(
         lambda v, c, d: v in (None, 'none') or (_is_int(v) and v >= 0),

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from au_jax import evaluate
+from au_jax import folds as folds_lib
 from au_jax import input_pipeline
 from au_jax import methods
 from au_jax import parallel
@@ -255,7 +256,8 @@ def summarise(config: ml_collections.ConfigDict, workdir: str,
                                         for r in results_by_fold.values()])),
              'folds': {str(f): {k: v for k, v in r.items()
                                 if not isinstance(v, np.ndarray)}
-                       for f, r in results_by_fold.items()}}
+                       for f, r in results_by_fold.items()},
+             'fold_protocol': folds_lib.config_protocol(config).as_dict()}
     write_json(os.path.join(directory, 'results.json'), table)
     print(f'\n{config.method} ({config.classify_field}) on {config.dataset}/'
           f'{config.dataset_config}: accuracy {table["accuracy"]:.1f}% '
@@ -266,6 +268,8 @@ def summarise(config: ml_collections.ConfigDict, workdir: str,
         print(f'fold {fold}:\n{markdown(results)}')
     return table
   table = evaluate.cross_fold(results_by_fold, config.aus)
+  # Which protocol dealt the folds (each fold's subjects are in 'folds').
+  table['fold_protocol'] = folds_lib.config_protocol(config).as_dict()
   json_path, md_path = tables.write_results(table, directory)
   visualize.plot_per_au_f1(table, config.aus,
                            os.path.join(directory, 'per_au_f1.png'))

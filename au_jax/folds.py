@@ -20,9 +20,23 @@ Part lists per dataset:
   sorted (Python string order) and dealt round-robin: part k (1-based) holds
   sorted ids k-1, k+2, k+5, ..., so part sizes differ by at most one
   (24 subjects -> 8/8/8; 25 -> 9/8/8).
+
+Protocols (`config.fold_protocol`, `Protocol`):
+- 'standard' (default): the 3 parts above.
+- 'kfold': `config.num_folds` = k parts of any dataset au_jax has folds for,
+  dealt from a seeded order of the available subject ids (`kfold_parts`):
+  the thesis' 10-fold subject-exclusive BP4D protocol (caud_thesis.txt
+  5.1.4, k=10). Named deviation: the thesis used iCPM's 10 splits, which
+  were never released, so ours are drawn from `config.fold_seed`. The order
+  is sha256('<seed>:<id>') (Python's hashlib, the same on every machine and
+  numpy version), so the folds are reproducible from the seed; they are
+  written to every run's results (train.py) and to the cross-fold table.
+  A k-fold run's directories sit under `kfold<k>_seed<s>/` (runs.py), so its
+  fold 3 never shares checkpoints with the standard fold 3.
 """
 
 import dataclasses
+import hashlib
 import numbers
 import re
 from typing import Sequence
@@ -107,14 +121,102 @@ def _check_unique(subjects: Sequence[str], where: str) -> None:
     raise ValueError(f'{where} repeats subjects {sorted(repeated)}.')
 
 
-def check_fold(fold: int) -> int:
+def check_fold(fold: int, num_folds: int = NUM_FOLDS) -> int:
   """Returns `fold` as an int, or raises naming it and the valid range."""
   if isinstance(fold, bool) or not isinstance(fold, numbers.Integral):
-    raise ValueError(f'fold must be an int in 1..{NUM_FOLDS}, got {fold!r}.')
-  if not 1 <= fold <= NUM_FOLDS:
+    raise ValueError(f'fold must be an int in 1..{num_folds}, got {fold!r}.')
+  if not 1 <= fold <= num_folds:
     raise ValueError(f'fold {fold} is out of range: valid folds are '
-                     f'1..{NUM_FOLDS} (fold k tests on part k).')
+                     f'1..{num_folds} (fold k tests on part k).')
   return int(fold)
+
+
+STANDARD = 'standard'
+KFOLD = 'kfold'
+PROTOCOLS = (STANDARD, KFOLD)
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """How subjects are dealt into folds (module docstring).
+
+  name: 'standard' (the 3 standard parts) or 'kfold' (num_folds parts from
+  a seeded order); num_folds: 3 for 'standard', >= 2 for 'kfold'; seed:
+  the 'kfold' order's seed (int >= 0; unused by 'standard').
+  """
+  name: str = STANDARD
+  num_folds: int = NUM_FOLDS
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.name not in PROTOCOLS:
+      raise ValueError(f'fold_protocol={self.name!r}: expected one of '
+                       f'{PROTOCOLS}.')
+    k = self.num_folds
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2:
+      raise ValueError(f'num_folds={k!r}: expected an int >= 2.')
+    if self.name == STANDARD and k != NUM_FOLDS:
+      raise ValueError(
+          f'num_folds={k} with fold_protocol={STANDARD!r}: the standard '
+          f"protocol has {NUM_FOLDS} parts; set fold_protocol='{KFOLD}' for "
+          f'{k} seeded folds.')
+    seed = self.seed
+    if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+        or seed < 0):
+      raise ValueError(f'fold_seed={seed!r}: expected an int >= 0.')
+    object.__setattr__(self, 'num_folds', int(k))
+    object.__setattr__(self, 'seed', int(seed))
+
+  @property
+  def dir_name(self) -> str | None:
+    """None for 'standard'; 'kfold<k>_seed<s>' (a run-directory level)."""
+    if self.name == STANDARD:
+      return None
+    return f'{KFOLD}{self.num_folds}_seed{self.seed}'
+
+  def as_dict(self) -> dict[str, object]:
+    """What results files record: {'name', 'num_folds'[, 'seed']}."""
+    out = {'name': self.name, 'num_folds': self.num_folds}
+    if self.name == KFOLD:
+      out['seed'] = self.seed
+    return out
+
+
+def config_protocol(config) -> Protocol:
+  """The Protocol of a config's fold_protocol / num_folds / fold_seed
+  fields (absent or None: the standard 3 folds)."""
+  name = config.get('fold_protocol') or STANDARD
+  num_folds = config.get('num_folds')
+  if num_folds is None:
+    if name == KFOLD:
+      raise ValueError(f"fold_protocol='{KFOLD}' needs config.num_folds "
+                       '(the thesis: 10).')
+    num_folds = NUM_FOLDS
+  seed = config.get('fold_seed')
+  return Protocol(name, num_folds, 0 if seed is None else seed)
+
+
+def seeded_order(subjects: Sequence[str], seed: int) -> list[str]:
+  """`subjects` sorted by sha256('<seed>:<id>') hex digest (ties: by id)."""
+  def key(subject):
+    digest = hashlib.sha256(f'{seed}:{subject}'.encode('utf-8')).hexdigest()
+    return digest, subject
+  return sorted((str(s) for s in subjects), key=key)
+
+
+def kfold_parts(subjects: Sequence[str], num_folds: int,
+                seed: int) -> tuple[tuple[str, ...], ...]:
+  """k parts: the seeded order dealt round-robin, part k (1-based) holding
+  order[k-1::num_folds] (sizes differ by at most one; 41 BP4D subjects in
+  10 parts: one of 5, nine of 4)."""
+  subjects = [str(s) for s in subjects]
+  _check_unique(subjects, 'k-fold subjects')
+  if len(subjects) < num_folds:
+    raise ValueError(f'{num_folds}-fold protocol needs at least {num_folds} '
+                     f'subjects; the data has {len(subjects)}: '
+                     f'{sorted(subjects)}.')
+  order = seeded_order(subjects, seed)
+  return tuple(tuple(order[k::num_folds]) for k in range(num_folds))
 
 
 # Split-name prefix of FERA 2017's challenge-validation subjects.
@@ -127,6 +229,29 @@ def round_robin_parts(
   """Sorted ids dealt round-robin: part k holds sorted[k-1::num_parts]."""
   ordered = sorted(subjects)
   return tuple(tuple(ordered[k::num_parts]) for k in range(num_parts))
+
+
+def _check_dataset(dataset: str) -> None:
+  if dataset not in PARTS_OF and dataset not in ROUND_ROBIN:
+    raise ValueError(f'Unknown dataset {dataset!r} for folds; known: '
+                     f'{sorted(PARTS_OF) + list(ROUND_ROBIN)}.')
+
+
+def _protocol_subjects(dataset: str, available: Sequence[str]) -> list[str]:
+  """The available ids a fold protocol deals (FERA 2017's challenge-
+  validation splits left out, logged)."""
+  available = [str(s) for s in available]
+  _check_unique(available, f'available subjects of {dataset}')
+  if dataset == 'fera2017':
+    # FERA 2017's validation partition (splits `VA_<id>`, the same people as
+    # BP4D's) is outside the BP4D-part folds: leave it out, logged.
+    held_out = [s for s in available if s.startswith(FERA_VALIDATION_PREFIX)]
+    if held_out:
+      logging.info('fera2017: %d challenge-validation splits (%s...) are not '
+                   'part of the fold protocol.', len(held_out), held_out[0])
+    available = [s for s in available
+                 if not s.startswith(FERA_VALIDATION_PREFIX)]
+  return available
 
 
 def dataset_parts(dataset: str, available: Sequence[str],
@@ -144,22 +269,10 @@ def dataset_parts(dataset: str, available: Sequence[str],
   Returns:
     3 tuples of subject ids (order of the standard list, or sorted).
   """
-  available = [str(s) for s in available]
-  _check_unique(available, f'available subjects of {dataset}')
-  if dataset == 'fera2017':
-    # FERA 2017's validation partition (splits `VA_<id>`, the same people as
-    # BP4D's) is outside the BP4D-part folds: leave it out, logged.
-    held_out = [s for s in available if s.startswith(FERA_VALIDATION_PREFIX)]
-    if held_out:
-      logging.info('fera2017: %d challenge-validation splits (%s...) are not '
-                   'part of the 3-fold protocol.', len(held_out), held_out[0])
-    available = [s for s in available
-                 if not s.startswith(FERA_VALIDATION_PREFIX)]
+  available = _protocol_subjects(dataset, available)
   if dataset in ROUND_ROBIN:
     return round_robin_parts(available)
-  if dataset not in PARTS_OF:
-    raise ValueError(f'Unknown dataset {dataset!r} for folds; known: '
-                     f'{sorted(PARTS_OF) + list(ROUND_ROBIN)}.')
+  _check_dataset(dataset)
   parts = PARTS[PARTS_OF[dataset]]
   listed = {s for part in parts for s in part}
   unlisted = sorted(set(available) - listed)
@@ -203,13 +316,14 @@ def pick_validation(train: Sequence[str],
 
 def subjects_for_fold(parts: Sequence[Sequence[str]], fold: int,
                       num_validation: int = 0,
-                      where: str = 'parts') -> FoldSubjects:
+                      where: str = 'parts',
+                      num_folds: int = NUM_FOLDS) -> FoldSubjects:
   """Fold `fold` (1-based) of explicit `parts`: test = part k, train = rest."""
-  fold = check_fold(fold)
-  if len(parts) != NUM_FOLDS:
-    raise ValueError(f'{where}: expected {NUM_FOLDS} parts, got {len(parts)}.')
-  for i in range(NUM_FOLDS):
-    for j in range(i + 1, NUM_FOLDS):
+  fold = check_fold(fold, num_folds)
+  if len(parts) != num_folds:
+    raise ValueError(f'{where}: expected {num_folds} parts, got {len(parts)}.')
+  for i in range(num_folds):
+    for j in range(i + 1, num_folds):
       shared = sorted(set(parts[i]) & set(parts[j]))
       if shared:
         raise ValueError(f'{where}: subjects {shared} are in both part '
@@ -256,7 +370,8 @@ def test_subjects(dataset: str, available: Sequence[str],
 
 
 def fold_subjects(dataset: str, fold: int | str, available: Sequence[str],
-                  num_validation: int = 0, strict: bool = True) -> FoldSubjects:
+                  num_validation: int = 0, strict: bool = True,
+                  protocol: Protocol | None = None) -> FoldSubjects:
   """Train/validation/test subject ids of `dataset`'s fold `fold` (1..3).
 
   Args:
@@ -267,17 +382,27 @@ def fold_subjects(dataset: str, fold: int | str, available: Sequence[str],
       `list(builder.info.splits)`.
     num_validation: subjects moved from the training parts to validation
       (`pick_validation`); 0 gives an empty validation tuple.
-    strict: see `dataset_parts`.
+    strict: see `dataset_parts` (standard protocol; 'kfold' deals the
+      available subjects, whatever they are).
+    protocol: None or Protocol() = the standard 3 parts; a 'kfold'
+      Protocol: fold 1..k of `kfold_parts` over the available subjects.
 
   Returns:
     FoldSubjects with sorted, pairwise disjoint tuples.
   """
   if isinstance(fold, str) and fold.strip() == ALL:
     return all_subjects(dataset, available, num_validation, strict)
-  check_fold(fold)
-  parts = dataset_parts(dataset, available, strict=strict)
+  protocol = protocol or Protocol()
+  check_fold(fold, protocol.num_folds)
+  if protocol.name == KFOLD:
+    _check_dataset(dataset)
+    parts = kfold_parts(_protocol_subjects(dataset, available),
+                        protocol.num_folds, protocol.seed)
+  else:
+    parts = dataset_parts(dataset, available, strict=strict)
   return subjects_for_fold(parts, fold, num_validation,
-                           where=f'{dataset} fold {fold}')
+                           where=f'{dataset} fold {fold}',
+                           num_folds=protocol.num_folds)
 
 
 def split_spec(subjects: Sequence[str]) -> str:
@@ -297,15 +422,16 @@ def split_spec(subjects: Sequence[str]) -> str:
   return '+'.join(subjects)
 
 
-def parse_folds(value: int | str | Sequence[int]) -> tuple[int, ...]:
+def parse_folds(value: int | str | Sequence[int],
+                num_folds: int = NUM_FOLDS) -> tuple[int, ...]:
   """Folds from a flag or config value: 2, '2', '1,2,3', '(1, 2, 3)', [1, 3].
 
   Returns the folds in the order given; repeats, empty values and folds
-  outside 1..3 are errors.
+  outside 1..num_folds (3, or a k-fold protocol's k) are errors.
   """
   original = value
   if isinstance(value, bool):
-    raise ValueError(f'folds: expected fold numbers in 1..{NUM_FOLDS}, got '
+    raise ValueError(f'folds: expected fold numbers in 1..{num_folds}, got '
                      f'{original!r}.')
   if isinstance(value, numbers.Integral):
     items = [value]
@@ -318,7 +444,7 @@ def parse_folds(value: int | str | Sequence[int]) -> tuple[int, ...]:
       pieces = pieces[:-1]
     if not all(re.fullmatch(r'[+-]?\d+', p) for p in pieces):
       raise ValueError(f'folds: cannot parse {original!r}; write e.g. 2, '
-                       f"'1,2,3' or '(1, 2, 3)' with folds in 1..{NUM_FOLDS}.")
+                       f"'1,2,3' or '(1, 2, 3)' with folds in 1..{num_folds}.")
     items = [int(p) for p in pieces]
   elif isinstance(value, Sequence):
     items = list(value)
@@ -332,10 +458,10 @@ def parse_folds(value: int | str | Sequence[int]) -> tuple[int, ...]:
   for item in items:
     if isinstance(item, bool) or not isinstance(item, numbers.Integral):
       raise ValueError(f'folds: {item!r} in {original!r} is not an int fold '
-                       f'number in 1..{NUM_FOLDS}.')
-    if not 1 <= item <= NUM_FOLDS:
+                       f'number in 1..{num_folds}.')
+    if not 1 <= item <= num_folds:
       raise ValueError(f'folds: fold {item} in {original!r} is out of range; '
-                       f'valid folds are 1..{NUM_FOLDS}.')
+                       f'valid folds are 1..{num_folds}.')
     folds.append(int(item))
   _check_unique(folds, f'folds {original!r}')
   return tuple(folds)

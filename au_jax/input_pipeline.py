@@ -65,7 +65,8 @@ def fold_data(config: ml_collections.ConfigDict,
   subjects = folds.fold_subjects(
       config.dataset, fold, available_subjects(builder),
       num_validation=config.num_validation_subjects,
-      strict=config.get('strict_folds', True))
+      strict=config.get('strict_folds', True),
+      protocol=folds.config_protocol(config))
   logging.info('Fold %s: train %s, validation %s, test %s', fold,
                subjects.train, subjects.validation, subjects.test)
   views = tuple(int(v) for v in config.get('views') or ()) or None

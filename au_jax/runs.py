@@ -66,12 +66,17 @@ def dataset_dir_name(config: ml_collections.ConfigDict) -> str:
 def method_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
   """`workdir/<dataset>-<config>/<method>` as an absolute path; a
   `classify` run is `classify_<field>`, so EmoNet (emotion) and a view
-  classifier on the same data never share a directory."""
+  classifier on the same data never share a directory. A k-fold protocol
+  adds a level, `<method>/kfold<k>_seed<s>` (folds.Protocol.dir_name), so
+  its folds never share runs or tables with the standard 3 folds."""
   method = config.method
   if method == 'classify' and config.get('classify_field'):
     method = f'classify_{config.classify_field}'
-  return os.path.abspath(os.path.join(
-      os.path.expanduser(workdir), dataset_dir_name(config), method))
+  parts = [os.path.expanduser(workdir), dataset_dir_name(config), method]
+  protocol_dir = folds_lib.config_protocol(config).dir_name
+  if protocol_dir:
+    parts.append(protocol_dir)
+  return os.path.abspath(os.path.join(*parts))
 
 
 def run_dir(config: ml_collections.ConfigDict, workdir: str,
@@ -120,7 +125,8 @@ def folds_of(config: ml_collections.ConfigDict) -> tuple[int | str, ...]:
   """config.folds as fold numbers, or ('all',)."""
   if str(config.folds).strip() == ALL:
     return (ALL,)
-  return folds_lib.parse_folds(config.folds)
+  return folds_lib.parse_folds(
+      config.folds, folds_lib.config_protocol(config).num_folds)
 
 
 def check_cross_dataset(config: ml_collections.ConfigDict

@@ -25,8 +25,9 @@ def per_au_values(results: Mapping[str, Any], key: str) -> np.ndarray:
   return np.array([np.nan if v is None else v for v in values], np.float64)
 
 
+# AP (average precision, the CAUD thesis' second metric) beside AUC.
 _COLUMNS = (('F1', 'f1'), ('Acc', 'accuracy'), ('AUC', 'auc'),
-            ('All-pos F1', 'baseline_f1'))
+            ('AP', 'average_precision'), ('All-pos F1', 'baseline_f1'))
 
 
 def _rows(results: Mapping[str, Any], aus: Sequence[int]):
@@ -63,7 +64,8 @@ def _rows(results: Mapping[str, Any], aus: Sequence[int]):
 
 def markdown_table(results: Mapping[str, Any], aus: Sequence[int]) -> str:
   """Markdown table, rows: AUs + mean; columns: per-fold F1 (cross-fold
-  results only), F1, accuracy, AUC and all-positive baseline F1, in percent.
+  results only), F1, accuracy, AUC, average precision and all-positive
+  baseline F1, in percent.
   """
   header, rows = _rows(results, aus)
   lines = ['| ' + ' | '.join(header) + ' |',

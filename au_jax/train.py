@@ -283,7 +283,8 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
         'run': str(key),
         'checkpoint_step': int(best_step or manager.latest_step() or 0),
         'test_subjects': list(data.subjects.test),
-        'validation_subjects': list(data.subjects.validation)})
+        'validation_subjects': list(data.subjects.validation),
+        'fold_protocol': folds.config_protocol(config).as_dict()})
     writer.write_scalars(config.num_train_steps,
                          {'test_' + k: v for k, v in results['mean'].items()
                           if isinstance(v, float)})

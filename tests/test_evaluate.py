@@ -153,16 +153,17 @@ def test_cross_fold_means():
 
 def test_markdown_table():
   expected = '\n'.join([
-      '| AU | F1 fold 1 | F1 fold 2 | F1 mean | Acc | AUC | All-pos F1 |',
-      '|---|---:|---:|---:|---:|---:|---:|',
-      '| AU1 | 40.0 | 30.0 | 35.0 | 50.0 | 75.0 | 20.0 |',
-      '| AU2 | 70.0 | 50.0 | 60.0 | 60.0 | 60.0 | 30.0 |',
-      '| **mean** | 55.0 | 40.0 | 47.5 | 55.0 | 67.5 | 25.0 |'])
+      '| AU | F1 fold 1 | F1 fold 2 | F1 mean | Acc | AUC | AP | All-pos F1 |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|',
+      '| AU1 | 40.0 | 30.0 | 35.0 | 50.0 | 75.0 | 40.0 | 20.0 |',
+      '| AU2 | 70.0 | 50.0 | 60.0 | 60.0 | 60.0 | 30.0 | 30.0 |',
+      '| **mean** | 55.0 | 40.0 | 47.5 | 55.0 | 67.5 | 35.0 | 25.0 |'])
   assert evaluate.markdown_table(_cross_fold(), AUS) == expected
   single = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS)
   lines = evaluate.markdown_table(single, AUS).splitlines()
-  assert lines[0] == '| AU | F1 | Acc | AUC | All-pos F1 |'
-  assert lines[2] == '| AU1 | 50.0 | 50.0 | 75.0 | 66.7 |'
+  assert lines[0] == '| AU | F1 | Acc | AUC | AP | All-pos F1 |'
+  # AU1 AP: ranked P (0.9), N, P (0.4), N -> (1 + 2/3) / 2 = 83.3.
+  assert lines[2] == '| AU1 | 50.0 | 50.0 | 75.0 | 83.3 | 66.7 |'
   text = evaluate.format_table(single, AUS)
   assert 'mean' in text and '4 frames' in text
   with pytest.raises(ValueError, match='not'):
