@@ -72,8 +72,14 @@ def get_builder(name: str, config: str | None = None,
 
 def prepare(name: str, config: str | None = None, data_dir: str | None = None,
             manual_dir: str | None = None, beam_runner: Any = None,
-            force: bool = False) -> tfds.core.DatasetBuilder:
-  """Builds dataset `name` (config `config`) if it is not built yet."""
+            force: bool = False, beam_options: Any = None
+            ) -> tfds.core.DatasetBuilder:
+  """Builds dataset `name` (config `config`) if it is not built yet.
+
+  A `beam_runner` or `beam_options` (apache_beam PipelineOptions, e.g. from
+  `beam_pipeline_options`) builds it as an Apache Beam pipeline (the `beam`
+  extra; README "Scaling out").
+  """
   builder = get_builder(name, config, data_dir)
   if not force and _has_dataset_info(builder):
     logging.info('%s already built at %s', builder.info.full_name,
@@ -84,7 +90,7 @@ def prepare(name: str, config: str | None = None, data_dir: str | None = None,
     if not force and _has_dataset_info(builder):  # Built while we waited:
       return get_builder(name, config, data_dir)  # read its fresh info.
     remove_stale_scratch(root, name)
-    return _build(builder, manual_dir, beam_runner, force)
+    return _build(builder, manual_dir, beam_runner, force, beam_options)
 
 
 @contextlib.contextmanager
@@ -140,12 +146,25 @@ def remove_stale_scratch(data_dir: str, name: str) -> list[str]:
   return found
 
 
+def beam_pipeline_options(text: str) -> Any:
+  """PipelineOptions from 'runner=FlinkRunner,flink_master=host:8081,...'.
+
+  The format of `tfds build --beam_pipeline_options`: comma-separated
+  `name=value` Beam options, given without their leading '--'.
+  """
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  return beam.options.pipeline_options.PipelineOptions(
+      flags=[f'--{option}' for option in text.split(',') if option])
+
+
 def _build(builder: tfds.core.DatasetBuilder, manual_dir: str | None,
-           beam_runner: Any, force: bool) -> tfds.core.DatasetBuilder:
+           beam_runner: Any, force: bool,
+           beam_options: Any = None) -> tfds.core.DatasetBuilder:
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.abspath(os.path.expanduser(manual_dir))
       if manual_dir else None,
       beam_runner=beam_runner,
+      beam_options=beam_options,
       download_mode=(tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
                      if force else
                      tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
@@ -192,9 +211,12 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError(
         'usage: python -m au_jax.prepare <dataset> [--config=NAME] '
-        '[--data_dir=DIR] [--manual_dir=DIR] [--force]')
+        '[--data_dir=DIR] [--manual_dir=DIR] [--force] '
+        '[--beam_pipeline_options=runner=NAME,...]')
   prepare(argv[1], FLAGS.config, FLAGS.data_dir, FLAGS.manual_dir,
-          force=FLAGS.force)
+          force=FLAGS.force,
+          beam_options=(beam_pipeline_options(FLAGS.beam_pipeline_options)
+                        if FLAGS.beam_pipeline_options else None))
 
 
 if __name__ == '__main__':
@@ -206,4 +228,9 @@ if __name__ == '__main__':
   flags.DEFINE_string('manual_dir', None,
                       'Folder holding the dataset as its owners ship it.')
   flags.DEFINE_bool('force', False, 'Rebuild even if already built.')
+  flags.DEFINE_string(
+      'beam_pipeline_options', None,
+      'Build with Apache Beam (the beam extra): comma-separated Beam options '
+      'without "--", as for `tfds build`, e.g. runner=DirectRunner or '
+      'runner=FlinkRunner,flink_master=HOST:8081,environment_type=LOOPBACK.'),
   app.run(main)

@@ -1,13 +1,25 @@
 r"""Frames per second of a real-dataset build, on generated full-size frames.
 
   PYTHONPATH=. python benchmarks/build_throughput.py --dataset=bp4d \
-      --subjects=2 --frames=60 --workers=0,2 --config=crop
+      --subjects=2 --frames=60 --workers=0,2,beam,beam:2 --config=crop
 
 Writes a BP4D-layout (JPEG frames, 1392x1040 like the real release) or
 DISFA-layout (XVID video, 1024x768) manual folder of `--subjects` x
 `--frames` face frames (matplotlib's grace_hopper photo, so Haar does real
-work), builds it with each worker count and prints frames/s. The dummy_data
-folders are too small (a few frames) to time anything but start-up.
+work), builds it with each `--workers` entry and prints frames/s:
+
+  N       the local path with AU_JAX_BUILD_WORKERS=N (0: in-process, N > 0:
+          N spawned worker processes);
+  beam    the Beam path under the DirectRunner's batch engine, the
+          FnApiRunner, in this process (needs the `beam` extra; named
+          directly because DirectRunner() in Beam 2.77 first tries to
+          download the Prism runner binary from GitHub);
+  beam:N  the same with N worker processes
+          (direct_running_mode=multi_processing).
+
+Every entry builds the same generated folder into its own data_dir. The
+dummy_data folders are too small (a few frames) to time anything but
+start-up.
 """
 
 import os
@@ -27,7 +39,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum('dataset', 'bp4d', ['bp4d', 'disfa'], 'Layout to time.')
 flags.DEFINE_integer('subjects', 2, 'Subjects (splits) to generate.')
 flags.DEFINE_integer('frames', 60, 'Frames per subject.')
-flags.DEFINE_string('workers', '0,2', 'Comma-separated worker counts.')
+flags.DEFINE_string('workers', '0,2', 'Comma-separated entries: a worker '
+                    'count N, beam (DirectRunner) or beam:N (DirectRunner, '
+                    'N processes).')
 flags.DEFINE_string('config', 'crop', 'Builder config.')
 
 BP4D_SUBJECTS = ('F001', 'M007', 'F018', 'F008')
@@ -66,6 +80,31 @@ def write_disfa(root: str, subjects: int, frames: int) -> None:
         f.writelines(f'{n},{n % 6}\n' for n in range(1, frames + 1))
 
 
+def download_config_for(entry: str, manual: str
+                        ) -> tfds.download.DownloadConfig:
+  """The DownloadConfig of one --workers entry (see the module doc)."""
+  if entry == 'beam' or entry.startswith('beam:'):
+    # pylint: disable=g-import-not-at-top
+    from apache_beam.options import pipeline_options
+    from apache_beam.runners.portability import fn_api_runner
+    processes = entry.partition(':')[2]
+    if processes and not processes.isdigit():
+      raise ValueError(f'--workers entry {entry!r}: expected beam:<N>.')
+    # flags=[]: not this script's own command line.
+    options = pipeline_options.PipelineOptions(
+        flags=[], direct_num_workers=int(processes),
+        direct_running_mode='multi_processing') if processes else (
+            pipeline_options.PipelineOptions(flags=[]))
+    return tfds.download.DownloadConfig(
+        manual_dir=manual, beam_runner=fn_api_runner.FnApiRunner(),
+        beam_options=options)
+  if not entry.isdigit():
+    raise ValueError(f'--workers entry {entry!r}: expected a worker count, '
+                     'beam or beam:<N>.')
+  os.environ['AU_JAX_BUILD_WORKERS'] = entry
+  return tfds.download.DownloadConfig(manual_dir=manual)
+
+
 def main(argv):
   del argv
   scratch = tempfile.mkdtemp(prefix='au_jax_bench_')
@@ -76,16 +115,16 @@ def main(argv):
         manual, FLAGS.subjects, FLAGS.frames)
     print(f'wrote {FLAGS.subjects}x{FLAGS.frames} frames in '
           f'{time.time() - start:.1f} s')
-    for workers in FLAGS.workers.split(','):
-      os.environ['AU_JAX_BUILD_WORKERS'] = workers
-      builder = prepare.get_builder(FLAGS.dataset, FLAGS.config,
-                                    os.path.join(scratch, f'out{workers}'))
+    for entry in FLAGS.workers.split(','):
+      download_config = download_config_for(entry.strip(), manual)
+      builder = prepare.get_builder(
+          FLAGS.dataset, FLAGS.config,
+          os.path.join(scratch, 'out_' + entry.strip().replace(':', '_')))
       start = time.time()
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual))
+      builder.download_and_prepare(download_config=download_config)
       seconds = time.time() - start
-      total = FLAGS.subjects * FLAGS.frames
-      print(f'{FLAGS.dataset}/{FLAGS.config} workers={workers}: {total} '
+      total = sum(s.num_examples for s in builder.info.splits.values())
+      print(f'{FLAGS.dataset}/{FLAGS.config} workers={entry}: {total} '
             f'frames in {seconds:.1f} s = {total / seconds:.1f} frames/s')
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
