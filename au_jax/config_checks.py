@@ -405,8 +405,12 @@ RULES: dict[str, Rule] = {
     'svm_max_train_frames': ints(1),
     'host_augmentation': boolean(),
     'flow': boolean(),
-    'imagenet_weights': Rule(lambda v, c, d: v is None or isinstance(v, str),
-                             'None or a path', 3),
+    'imagenet_weights': Rule(
+        lambda v, c, d: v is None or (
+            isinstance(v, str) and v.strip() != ''
+            and c.get('init_from') is None),
+        'None or a .npz/.safetensors path, and not with init_from (a run '
+        'starts from one source)', 3),
     'model.width_multiplier': Rule(
         lambda v, c, d: isinstance(v, (int, float)) and not isinstance(
             v, bool) and v > 0, 'a number > 0', 0.0),

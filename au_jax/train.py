@@ -37,6 +37,7 @@ from au_jax import optim
 from au_jax import parallel
 from au_jax import runlock
 from au_jax import runs
+from au_jax import weights
 
 # Earlier API, kept for callers and benchmarks.
 create_learning_rate = optim.create_learning_rate
@@ -219,6 +220,14 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
                  report['not_in_source'], len(report['unused_source']))
     fold_evaluation.write_json(os.path.join(directory, 'init_from.json'),
                                report)
+  elif config.get('imagenet_weights'):
+    # EmoNet from ImageNet VGG weights (.npz/.safetensors; au_jax/weights.py).
+    params, report = weights.initial_params(config, state.params)
+    state = state.replace(params=jax.tree.map(jnp.asarray, params))
+    logging.info('%s starts from %s (%s layout)', key, report['source'],
+                 report['layout'])
+    fold_evaluation.write_json(
+        os.path.join(directory, 'imagenet_weights.json'), report)
 
   p_state = parallel.replicate(state)
   p_train_step = parallel.pmap_step(functools.partial(

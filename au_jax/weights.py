@@ -223,3 +223,39 @@ def load_vgg(path: str, params: PyTree, depth: int = 16,
     new['output'] = place(params['output'], 'fc8',
                           tensor('fc8', 'weight').T, tensor('fc8', 'bias'))
   return new
+
+
+# Models whose parameter tree load_vgg fills (EmoNet); CAUD and AUNets start
+# from an EmoNet run instead (config.init_from).
+IMAGENET_MODELS = ('vgg',)
+
+
+def initial_params(config, params: PyTree) -> tuple[PyTree, dict[str, Any]]:
+  """`params` with `config.imagenet_weights` loaded (train.py calls this
+  when a run has no checkpoint of its own and no init_from).
+
+  The file's conv and fc6/fc7 layers replace the model's; the output layer
+  keeps its own initialisation (8 emotions, not ImageNet's 1000 classes),
+  as the thesis does (sec. 4.1). `config.model.depth` picks VGG-16/19.
+
+  Returns:
+    (new params, report {'source', 'layout', 'loaded': [names]}).
+
+  Raises:
+    ValueError: a model other than IMAGENET_MODELS, or any load_vgg error
+      (missing key, another width: each names the file and tensor).
+    FileNotFoundError: the file is missing.
+  """
+  path = os.path.expanduser(config.imagenet_weights)
+  if config.model_name not in IMAGENET_MODELS:
+    raise ValueError(
+        f'config.imagenet_weights={config.imagenet_weights!r} is set, but '
+        f'model {config.model_name!r} does not load ImageNet VGG weights '
+        f'(only {IMAGENET_MODELS}); {config.model_name} starts from an '
+        'EmoNet run through config.init_from.')
+  depth = int(config.model.get('depth', 16))
+  layout = detect_layout(read_arrays(path), path)
+  new = load_vgg(path, params, depth=depth, layout=layout)
+  loaded = [f'encoder/{name}' for name in vgg.conv_names(depth)]
+  return new, {'source': os.path.abspath(path), 'layout': layout,
+               'loaded': loaded + ['fc6', 'fc7']}

@@ -55,7 +55,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model_name = 'vgg'  # au_jax/models/vgg.py
   config.model = ml_collections.ConfigDict(dict(
       depth=16, width_multiplier=1.0, fc_width=4096, dropout_rate=0.5,
-      two_way_output=False))
+      two_way_output=False,
+      fc_init='torchvision'))  # models/vgg.py: 'he' for narrow nets.
   config.classify_field = 'emotion'
   config.num_classes = len(aus.EMOTIONS)  # 7 basic + neutral (thesis 5.1.1).
   config.imagenet_weights = ml_collections.FieldReference(None, field_type=str)

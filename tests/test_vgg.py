@@ -216,3 +216,105 @@ def test_emonet_configs_build_an_8_way_vgg():
     assert params['fc6']['kernel'].shape[0] == fc6_rows
   with pytest.raises(ValueError, match="unknown variant 'gpu'"):
     emonet.get_config('gpu')
+
+
+def test_he_fc_init_keeps_the_signal_of_a_narrow_net():
+  """fc_init='he': a width-1/8 net's logits keep their scale; N(0, 0.01)
+  shrinks them ~10x per FC layer (vgg.py docstring: the CPU EmoNet that sat
+  at its class prior)."""
+  image = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+  scale = {}
+  for name in ('torchvision', 'he'):
+    model = vgg.Model(8, width_multiplier=1 / 8, fc_width=2048, fc_init=name)
+    logits, aux = model.apply(init(model, {'image': image}),
+                              {'image': image}, train=False)
+    scale[name] = (float(jnp.std(aux['features'])), float(jnp.std(logits)))
+  # fc7 output std: He keeps O(0.1-1); N(0, 0.01) over 64 (pool5 1x1x64)
+  # and 256 inputs multiplies the std by about 0.01 sqrt(n) <= 0.16 per
+  # layer.
+  assert scale['he'][0] > 0.1 and scale['torchvision'][0] < 0.05
+  assert scale['he'][1] > 30 * scale['torchvision'][1]
+  with pytest.raises(ValueError, match="fc_init='xavier'"):
+    init(vgg.Model(8, width_multiplier=1 / 8, fc_init='xavier'),
+         {'image': image})
+
+
+# torchvision vgg16 state_dict prefixes, written out by hand (conv, ReLU and
+# pool modules count in `features`).
+_TORCHVISION_PREFIXES = {
+    'conv1_1': 'features.0', 'conv1_2': 'features.2',
+    'conv2_1': 'features.5', 'conv2_2': 'features.7',
+    'conv3_1': 'features.10', 'conv3_2': 'features.12',
+    'conv3_3': 'features.14', 'conv4_1': 'features.17',
+    'conv4_2': 'features.19', 'conv4_3': 'features.21',
+    'conv5_1': 'features.24', 'conv5_2': 'features.26',
+    'conv5_3': 'features.28', 'fc6': 'classifier.0', 'fc7': 'classifier.3',
+    'fc8': 'classifier.6'}
+
+
+def test_imagenet_weights_start_emonet(tiny_data_dir, tmp_path):
+  """config.imagenet_weights: a hand-made torchvision-layout VGG-16 at the
+  test width is the run's starting point. With the loaded layers frozen,
+  the trained checkpoint still holds the file's values exactly."""
+  from au_jax import checkpointing, config_checks, runs, train  # pylint: disable=g-import-not-at-top
+  from configs import emonet  # pylint: disable=g-import-not-at-top
+  config = emonet.get_config('test')
+  config.data_dir = tiny_data_dir
+  # Test width 1/16: convs 4, 8, 16, 32, 32 channels; 32 px -> pool5 1x1x32.
+  widths = [4, 4, 8, 8, 16, 16, 16, 32, 32, 32, 32, 32, 32]
+  rng = np.random.default_rng(0)
+  arrays, inputs = {}, 3
+  for name, width in zip(vgg.conv_names(16), widths):
+    prefix = _TORCHVISION_PREFIXES[name]
+    arrays[f'{prefix}.weight'] = rng.normal(size=(width, inputs, 3, 3))
+    arrays[f'{prefix}.bias'] = rng.normal(size=width)
+    inputs = width
+  for name, (units, fan_in) in (('fc6', (256, 32)), ('fc7', (256, 256)),
+                                ('fc8', (10, 256))):
+    prefix = _TORCHVISION_PREFIXES[name]
+    arrays[f'{prefix}.weight'] = rng.normal(size=(units, fan_in))
+    arrays[f'{prefix}.bias'] = rng.normal(size=units)
+  arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+  path = tmp_path / 'vgg16_tiny.npz'
+  np.savez(path, **arrays)
+  config.imagenet_weights = str(path)
+  config.frozen = r'^(encoder|fc6|fc7)/.*'
+  workdir = str(tmp_path / 'work')
+  train.train_and_evaluate(config, workdir)
+  directory = runs.run_dir(config, workdir, 1)
+  raw, step = checkpointing.restore_raw(directory)
+  assert step == config.num_train_steps
+  params = raw['params']
+  np.testing.assert_array_equal(  # OIHW -> HWIO.
+      params['encoder']['conv1_1']['kernel'],
+      arrays['features.0.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(params['encoder']['conv5_3']['bias'],
+                                arrays['features.28.bias'])
+  np.testing.assert_array_equal(params['fc7']['kernel'],
+                                arrays['classifier.3.weight'].T)
+  # 1x1 pool5: fc6's rows need no CHW -> HWC permutation here.
+  np.testing.assert_array_equal(params['fc6']['kernel'],
+                                arrays['classifier.0.weight'].T)
+  assert params['output']['kernel'].shape == (256, 8)  # Not ImageNet's fc8.
+  with open(f'{directory}/imagenet_weights.json') as f:
+    report = json.load(f)
+  assert report['layout'] == 'torchvision' and len(report['loaded']) == 15
+  # A narrow CPU EmoNet cannot take them: the error names file and tensor.
+  wide = emonet.get_config('test')
+  wide.imagenet_weights = str(path)
+  wide.model.width_multiplier = 1 / 8
+  params = _abstract_params(models.create(wide), wide.crop_size)
+  with pytest.raises(ValueError, match=r'vgg16_tiny\.npz: features\.0'):
+    weights.initial_params(wide, params)
+  # One starting point per run; a CAUD model takes EmoNet runs instead.
+  both = emonet.get_config('test')
+  both.imagenet_weights = str(path)
+  both.init_from = ml_collections.ConfigDict({'method': 'classify'})
+  with pytest.raises(ValueError, match='config.imagenet_weights'):
+    config_checks.check_config(both)
+  from configs import caud as caud_config  # pylint: disable=g-import-not-at-top
+  hydra = caud_config.get_config('test')
+  with hydra.unlocked():
+    hydra.imagenet_weights = str(path)
+  with pytest.raises(ValueError, match="model 'caud' does not load"):
+    weights.initial_params(hydra, {})

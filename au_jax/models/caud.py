@@ -55,13 +55,15 @@ class Head(nn.Module):
   dropout_rate: float = 0.5
   two_way_output: bool = True
   dtype: Any = jnp.float32
+  fc_init: str = 'torchvision'
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> tuple[Array, Array]:
     """x: [B, F] flattened pool5 -> (logit [B, 1], output Dense [B, 1|2])."""
     x = vgg.fully_connected(self, x, train)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    z = vgg.output_layer(1, self.two_way_output, self.dtype)(x)
+    z = vgg.output_layer(1, self.two_way_output, self.dtype,
+                         fc_init=self.fc_init)(x)
     logit, _ = vgg.split_output(z, 1, self.two_way_output)
     return logit, z.astype(jnp.float32)
 
@@ -71,8 +73,8 @@ class Model(nn.Module):
 
   Attributes:
     num_aus: number of heads (AUs); output i is config.aus[i].
-    depth, width_multiplier, fc_width, dropout_rate, two_way_output: as
-      vgg.Model.
+    depth, width_multiplier, fc_width, dropout_rate, two_way_output,
+      fc_init: as vgg.Model.
     axis_name: accepted for the model contract; VGG has no batch-norm.
     dtype: compute dtype; parameters and returned arrays stay float32.
   """
@@ -82,6 +84,7 @@ class Model(nn.Module):
   fc_width: int = vgg.FC_WIDTH
   dropout_rate: float = 0.5
   two_way_output: bool = True
+  fc_init: str = 'torchvision'
   axis_name: str | None = None
   dtype: Any = jnp.float32
 
@@ -104,7 +107,7 @@ class Model(nn.Module):
     logits, scores = [], []
     for index in range(self.num_aus):
       logit, z = Head(self.width_multiplier, self.fc_width, self.dropout_rate,
-                      self.two_way_output, self.dtype,
+                      self.two_way_output, self.dtype, self.fc_init,
                       name=head_name(index))(features, train)
       logits.append(logit)
       scores.append(z)

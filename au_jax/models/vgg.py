@@ -23,7 +23,14 @@ Named deviations:
     ImageNet weights, so converted networks compute the same function.
   * Initialisation when training from scratch: torchvision's (He-normal
     fan-out for convs, N(0, 0.01) for dense kernels, zero biases); the VGG
-    paper initialised deeper nets from shallower ones.
+    paper initialised deeper nets from shallower ones. `fc_init='he'`
+    (CPU variants) draws fc6/fc7 He-normal over fan-in and the output
+    LeCun-normal instead: N(0, 0.01) suits fc6's 25,088 inputs at full
+    size, but a narrow net's 256-input fc6 and 512-input fc7 then shrink
+    the signal ~10x per layer (pool5 std 0.50 -> fc7 0.018 -> logits
+    0.002 at width 1/8, 64 px), so conv1's gradient is ~100x smaller than
+    fc6's and SGD fits only the FC layers on random conv features: the
+    CPU EmoNet sat at its class prior (configs/emonet.py).
   * `two_way_output`: AUNets' binary output is a 2-way softmax per AU
     (reference/architectures.md). With it the 'output' Dense has 2 units per
     AU and the returned logit is z_present - z_absent, since
@@ -47,6 +54,19 @@ FC_WIDTH = 4096
 
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 dense_init = nn.initializers.normal(0.01)
+# fc_init: {name: (fc6/fc7 kernel init, output kernel init)}.
+FC_INITS = {
+    'torchvision': (dense_init, dense_init),
+    'he': (nn.initializers.variance_scaling(2.0, 'fan_in', 'normal'),
+           nn.initializers.lecun_normal()),
+}
+
+
+def fc_inits(name: str):
+  """(hidden FC init, output init) of `fc_init` name (module docstring)."""
+  if name not in FC_INITS:
+    raise ValueError(f'fc_init={name!r}: expected one of {sorted(FC_INITS)}.')
+  return FC_INITS[name]
 
 
 def scaled(channels: int, width_multiplier: float) -> int:
@@ -92,15 +112,18 @@ class Encoder(nn.Module):
     return x
 
 
-def fc_layer(features: int, name: str, dtype: Any) -> nn.Dense:
-  return nn.Dense(features, dtype=dtype, kernel_init=dense_init, name=name)
+def fc_layer(features: int, name: str, dtype: Any,
+             fc_init: str = 'torchvision') -> nn.Dense:
+  return nn.Dense(features, dtype=dtype, kernel_init=fc_inits(fc_init)[0],
+                  name=name)
 
 
 def output_layer(num_outputs: int, two_way: bool, dtype: Any,
-                 name: str = 'output') -> nn.Dense:
+                 name: str = 'output',
+                 fc_init: str = 'torchvision') -> nn.Dense:
   """The classifier Dense: C units, or 2 per output with `two_way`."""
   return nn.Dense(num_outputs * (2 if two_way else 1), dtype=dtype,
-                  kernel_init=dense_init, name=name)
+                  kernel_init=fc_inits(fc_init)[1], name=name)
 
 
 def split_output(z: Array, num_outputs: int,
@@ -131,6 +154,8 @@ class Model(nn.Module):
     dropout_rate: after fc6 and fc7 (VGG: 0.5).
     two_way_output: 2-way softmax per output (AUNets' binary output); the
       returned logit is the score difference (module docstring).
+    fc_init: 'torchvision' (N(0, 0.01), the default) or 'he' for narrow
+      nets trained from scratch (module docstring).
     axis_name: accepted for the model contract; VGG has no batch-norm.
     dtype: compute dtype; parameters and returned arrays stay float32.
   """
@@ -140,6 +165,7 @@ class Model(nn.Module):
   fc_width: int = FC_WIDTH
   dropout_rate: float = 0.5
   two_way_output: bool = False
+  fc_init: str = 'torchvision'
   axis_name: str | None = None
   dtype: Any = jnp.float32
 
@@ -160,7 +186,8 @@ class Model(nn.Module):
                 name='encoder')(x)
     features = fully_connected(self, x.reshape(x.shape[0], -1), train)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
-    z = output_layer(self.num_aus, self.two_way_output, self.dtype)(x)
+    z = output_layer(self.num_aus, self.two_way_output, self.dtype,
+                     fc_init=self.fc_init)(x)
     logits, aux = split_output(z, self.num_aus, self.two_way_output)
     aux['features'] = features.astype(jnp.float32)
     return logits, aux
@@ -171,7 +198,8 @@ def fully_connected(module: nn.Module, x: Array, train: bool,
   """VGG's FC layers (ReLU; dropout between them), built inside `module`.
 
   Call from a compact `__call__` (the layers attach to `module`, which needs
-  the fields width_multiplier, fc_width, dropout_rate and dtype). Two-stream
+  the fields width_multiplier, fc_width, dropout_rate and dtype, and
+  optionally fc_init). Two-stream
   AUNets build their motion stream with names ('motion_fc6', ...) and a
   fused fc7 with names ('fc7',).
 
@@ -186,7 +214,8 @@ def fully_connected(module: nn.Module, x: Array, train: bool,
   for index, name in enumerate(names):
     if index:
       x = nn.Dropout(module.dropout_rate, deterministic=not train)(x)
-    x = nn.relu(fc_layer(units, name, module.dtype)(x))
+    x = nn.relu(fc_layer(units, name, module.dtype,
+                         getattr(module, 'fc_init', 'torchvision'))(x))
   return x
 
 
