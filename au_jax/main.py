@@ -4,10 +4,16 @@ r"""au_jax entry point: train and evaluate a method on its folds.
   python -m au_jax.main --config=configs/drml.py:paper --workdir=runs \
       --config.dataset=bp4d --config.dataset_config=crop
 
+Multi-process (multi-host) jobs: add --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I on every process, or run under `srun`
+(SLURM), where they are detected (au_jax/distributed.py, README "Scaling
+out").
+
 Hyper-parameters live in the config file; override any field with
 `--config.<field>=<value>` (unknown fields are an error).
 """
 
+import os
 import sys
 
 from absl import app
@@ -16,6 +22,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from au_jax import distributed
 from au_jax import train
 
 FLAGS = flags.FLAGS
@@ -43,6 +50,14 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/drml.py')
+  try:
+    # Before any other JAX call; a no-op for a single process.
+    if distributed.initialize_from_flags() and not distributed.is_primary():
+      # Tables and summaries are printed once, by process 0; logs (stderr)
+      # stay on every process.
+      sys.stdout = open(os.devnull, 'w', encoding='utf-8')
+  except ValueError as error:
+    sys.exit(f'au_jax: {error}')
   logging.info('JAX devices: %s', jax.devices())
   try:
     train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
