@@ -177,6 +177,13 @@ def train_run(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _train_run_locked(config, workdir, key, builder, data, directory):
+  if config.get('keep_weights_only') and checkpointing.finished_run(
+      directory, checkpointing.fingerprint(
+          config, checkpointing.data_version(builder)),
+      config.num_train_steps):
+    logging.info('%s finished earlier (weights only): not trained again; '
+                 'its test results are read from %s', key, directory)
+    return checkpointing.read_test_results(directory)
   method = methods.get(config)
   model = models.create(config, axis_name=parallel.AXIS_NAME)
   fold_seed = key.fold if isinstance(key.fold, int) else 0
@@ -298,6 +305,14 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
                          {'test_' + k: v for k, v in results['mean'].items()
                           if isinstance(v, float)})
   manager.close()
+  if config.get('keep_weights_only'):  # checkpointing.py: weights only.
+    checkpointing.save_weights_only(
+        directory, parallel.unreplicate(p_state),
+        results.get('checkpoint_step', config.num_train_steps), meta,
+        config.num_train_steps)
+    freed = checkpointing.drop_full_checkpoints(directory)
+    logging.info('%s finished: best weights kept, %.2f GB of full '
+                 'checkpoints deleted', key, freed / 1e9)
   return results
 
 
@@ -325,6 +340,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   table (JSON + Markdown + a per-AU F1 plot) under
   `workdir/<dataset>-<config>/<method>/` and prints it."""
   check_config(config)
+  if config.get('keep_weights_only'):
+    print(checkpointing.describe_plan_disk(config, workdir))
   builder = input_pipeline.open_dataset(config)
   results_by_fold = {}
   for fold in folds.parse_folds(config.folds):

@@ -1,5 +1,6 @@
 """AUNets: fusion variants, their sizes (paper table 3), weight copies, loss."""
 
+import os
 import re
 
 import cv2
@@ -367,3 +368,64 @@ def test_flow_magnitude_in_au_region_rises_at_onset():
     assert len(kinds['onset']) >= 5, (au, len(kinds['onset']))
     onset, still = np.mean(kinds['onset']), np.mean(kinds['still'])
     assert onset > 1.4 * still, (au, onset, still)
+
+
+# ----------------------------------------------------------------------------
+# Runs: weights-only finished runs, the disk plan, resuming a per-AU plan
+# (issue 11, items 3 and 7).
+
+def test_plan_disk_of_the_paper_plan_by_hand():
+  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from configs import aunets as aunets_config  # pylint: disable=g-import-not-at-top
+  sizes = checkpointing.plan_disk_bytes(aunets_config.get_config('paper'))
+  weights = 134_268_738 * 4  # VGG-16 with a 2-way output, float32.
+  assert sizes['params'] == sizes['weights_only'] == weights
+  # Adam: two moments per parameter, plus int32 step counts (Adam's and
+  # the schedule's).
+  assert 2 * weights < sizes['optimizer'] <= 2 * weights + 16
+  assert sizes['runs'] == 12 * 3  # BP4D's 12 AUs x 3 folds.
+  # 35 finished runs (weights only) + the running one's latest, best and
+  # the step being written: 35 x 0.54 + 3 x 1.61 GB.
+  assert sizes['peak'] == 35 * weights + 3 * sizes['full']
+  assert sizes['full'] == weights + sizes['optimizer']
+  assert sizes['peak'] < 64e9 < 2 * 36 * sizes['full']
+
+
+def test_flow_plan_trains_keeps_weights_only_and_resumes(
+    tiny_data_dir, tmp_path, monkeypatch, capsys):
+  """A Channels (RGB + flow) per-AU plan trains end to end and a finished AU
+  keeps only its best weights. Rerun, the finished AU is not trained again
+  (its stored results make the fold); with one more AU the plan skips the
+  finished AU and goes on to train the new one."""
+  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from au_jax import runs  # pylint: disable=g-import-not-at-top
+  from au_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path)
+  config = _flow_config(tiny_data_dir, aus=(1,))
+  first = train.train_and_evaluate(config, workdir)
+  assert 'Disk plan: 1 runs' in capsys.readouterr().out
+  au_1 = runs.run_dir(config, workdir, runs.RunKey(1, au=1))
+  assert not os.path.exists(os.path.join(au_1, 'checkpoints'))
+  marker = os.path.join(au_1, checkpointing.WEIGHTS_DIR,
+                        checkpointing.FINISHED)
+  stamp = os.path.getmtime(marker)
+  raw, _ = checkpointing.restore_raw(au_1)  # What init_from/predict read.
+  assert set(raw) == {'params', 'batch_stats'}  # No optimiser state.
+  assert raw['params']['encoder']['conv1_1']['kernel'].shape[2] == 6
+  before = checkpointing.read_test_results(au_1)
+  assert before['probabilities'].shape == (32, 1)  # 2 test subjects x 16.
+
+  class Trained(Exception):
+    pass
+
+  def create_train_state(run_config, *unused):
+    raise Trained(run_config.aus)
+
+  monkeypatch.setattr(train, 'create_train_state', create_train_state)
+  again = train.train_and_evaluate(config, workdir)  # Nothing trains.
+  assert again['per_au']['1'] == first['per_au']['1']
+  assert os.path.getmtime(marker) == stamp
+  with pytest.raises(Trained) as trained:  # The plan goes on to AU 12.
+    train.train_and_evaluate(_flow_config(tiny_data_dir, aus=(1, 12)),
+                             workdir)
+  assert trained.value.args == ((12,),)
