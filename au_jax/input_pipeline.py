@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from au_jax import aus as aus_lib
+from au_jax import distributed
 from au_jax import folds
 from au_jax import parallel
 from au_jax import prepare
@@ -51,9 +52,20 @@ class FoldData:
 
 
 def open_dataset(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The dataset builder, built first when it is absent and can be built."""
-  return prepare.ensure_built(config.dataset, config.dataset_config,
-                              config.get('data_dir'), config.get('manual_dir'))
+  """The dataset builder, built first when it is absent and can be built.
+
+  In a multi-process job process 0 builds (or finds) it first and the
+  others open it after a barrier, so no two processes build into one
+  data_dir; a node whose data_dir is not shared builds its own copy then."""
+  def ensure():
+    return prepare.ensure_built(config.dataset, config.dataset_config,
+                                config.get('data_dir'),
+                                config.get('manual_dir'))
+  if jax.process_count() == 1:
+    return ensure()
+  builder = ensure() if distributed.is_primary() else None
+  distributed.barrier('au_jax: dataset ready')
+  return builder or ensure()
 
 
 def available_subjects(builder: tfds.core.DatasetBuilder) -> list[str]:

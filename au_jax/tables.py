@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from au_jax import aus as aus_lib
+from au_jax import distributed
 
 RAW_KEYS = ('labels', 'probabilities', 'subject', 'sequence', 'view',
             'frame_index', 'predictions', 'probabilities_smoothed',
@@ -106,7 +107,10 @@ def _json_ready(value: Any) -> Any:
 def _write_atomic(path: str, write: Callable[[Any], None],
                   mode: str = 'w') -> None:
   """Writes through a temp file in the same folder, then os.replace: a
-  reader never sees a half-written file, and a crash leaves the old one."""
+  reader never sees a half-written file, and a crash leaves the old one.
+  In a multi-process job only process 0 writes (au_jax/distributed.py)."""
+  if not distributed.is_primary():
+    return
   directory = os.path.dirname(os.path.abspath(path))
   handle, temp_path = tempfile.mkstemp(dir=directory, prefix='.tmp_')
   try:

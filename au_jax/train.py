@@ -9,6 +9,7 @@ test subjects and writes the cross-fold table. A paper plugs in through
 one trainer").
 """
 
+import contextlib
 import functools
 import os
 import time
@@ -27,6 +28,7 @@ from au_jax import cache
 from au_jax import checkpointing
 from au_jax import config_checks
 from au_jax import device_transforms
+from au_jax import distributed
 from au_jax import fold_evaluation
 from au_jax import folds
 from au_jax import input_pipeline
@@ -143,9 +145,30 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray],
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Clear errors, before any work starts, for values that would fail late:
   every field's range (config_checks.py), then the run plan and method."""
-  config_checks.check_config(config, parallel.device_count())
+  # The global batch is split over every process's devices.
+  config_checks.check_config(config, jax.device_count())
+  if jax.process_count() > 1 and (config.get('cache') or hasattr(
+      methods.get(config), 'train_batches')):
+    raise ValueError(
+        f'{jax.process_count()}-process training reads batches through '
+        'input_pipeline.train_loader only; config.cache and methods with '
+        'their own train_batches (IdenNet) are single-process for now: '
+        'unset config.cache or run one process.')
   runs.plan(config)  # Folds, one_model_per, stage names.
   methods.get(config)
+
+
+class _NoWriter:
+  """Stands in for MetricWriter on processes other than 0."""
+
+  def write_scalars(self, step, scalars) -> None:
+    del step, scalars
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *unused_exc) -> None:
+    pass
 
 
 def _fetch(metrics: dict[str, Any]) -> dict[str, float]:
@@ -172,7 +195,23 @@ def train_run(config: ml_collections.ConfigDict, workdir: str,
   data = input_pipeline.fold_data(config, builder, key.fold)
   directory = runs.run_dir(config, workdir, key)
   os.makedirs(directory, exist_ok=True)
-  with runlock.RunLock(directory):
+  if jax.process_count() == 1:
+    with runlock.RunLock(directory):
+      return _train_run_locked(config, workdir, key, builder, data,
+                               directory)
+  # Multi-process: process 0 holds the lock for the whole job, and every
+  # process learns whether it got it (none may go on alone into pmap).
+  with contextlib.ExitStack() as stack:
+    error = None
+    if distributed.is_primary():
+      try:
+        stack.enter_context(runlock.RunLock(directory))
+      except runlock.RunLockedError as locked:
+        error = locked
+    if not distributed.all_agree(error is None):
+      raise error or runlock.RunLockedError(
+          f'{directory}: process 0 of this job could not lock the run '
+          'directory (its log names the owner).')
     return _train_run_locked(config, workdir, key, builder, data, directory)
 
 
@@ -212,8 +251,10 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
   restored = checkpointing.restore(manager, state, meta)
   if restored is not None:
     state, data_state, start_step = restored
-    if data_state:
-      iterator.set_state(data_state['iterator'].encode())
+    position = checkpointing.iterator_state(
+        data_state, jax.process_index(), jax.process_count())
+    if position is not None:
+      iterator.set_state(position.encode())
     logging.info('Resumed %s from step %d in %s', key, start_step, directory)
   elif config.get('init_from'):
     variables, report = runs.load_init_from(
@@ -245,15 +286,20 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
   has_validation = bool(data.subjects.validation) or bool(data.holdout)
 
   def save(step, metrics=None):
+    # Every process's data position (each reads its own shard).
+    positions = distributed.allgather_text(iterator.get_state().decode())
     checkpointing.save(
         manager, step, parallel.unreplicate(p_state),
-        {'iterator': iterator.get_state().decode()}, meta, metrics)
+        checkpointing.data_state(positions), meta, metrics)
 
-  with metric_writers.MetricWriter(directory) as writer:
+  # One writer per job: process 0 (au_jax/distributed.py).
+  with (metric_writers.MetricWriter(directory) if distributed.is_primary()
+        else _NoWriter()) as writer:
     progress = tqdm.tqdm(
         total=config.num_train_steps, initial=start_step,
         desc=f'{config.method} {key}', unit='step',
-        disable=not config.get('progress_bar', True), dynamic_ncols=True)
+        disable=not (config.get('progress_bar', True)
+                     and distributed.is_primary()), dynamic_ncols=True)
     last_time, last_step, pending = time.time(), start_step, []
     for step in range(start_step + 1, config.num_train_steps + 1):
       batch = next(iterator)  # Sharded and already on the devices.

@@ -16,10 +16,14 @@ from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from au_jax import aus as aus_lib
+from au_jax import distributed
 from au_jax import evaluate
 
 
 def _save(figure, path: str) -> str:
+  if not distributed.is_primary():  # Multi-process: process 0 writes.
+    plt.close(figure)
+    return path
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   handle, temp_path = tempfile.mkstemp(dir=directory, prefix='.tmp_',
