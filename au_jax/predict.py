@@ -14,6 +14,13 @@ builder config's crop/aligned mode, margin and stored face size), the input
 size and pixel scaling; `test_results.json` gives the decision threshold per
 AU and, when evaluation tuned one, the median window.
 
+One model per AU (`config.one_model_per=('au',)`): `--checkpoint` may name
+the fold directory that holds the runs `au_<nn>/`. A model whose module has
+`join_heads` (CAUD/HydraNet: per-AU heads on one frozen encoder) is joined
+into one model that predicts every AU in one forward pass, each AU with its
+own run's threshold and window (`_load_joined`); other per-AU models are
+refused with the AU runs to pick from.
+
 Table (OpenFace 2 conventions, so its analysis scripts read it): `frame`
 (1-based), `face_id`, `timestamp` (s), `confidence`, `success`, the face box
 `face_x face_y face_width face_height` (frame pixels), then `AUxx_r` (only
@@ -46,6 +53,7 @@ as they are.
 """
 
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -174,12 +182,9 @@ def _decision_rule(directory: str, config, aus) -> tuple[np.ndarray,
   return thresholds, windows
 
 
-def load_run(directory: str) -> Run:
-  """Restores a run directory; ValueError (one line) when it is unusable."""
-  directory = os.path.abspath(os.path.expanduser(directory))
-  if not os.path.isdir(directory):
-    raise ValueError(f'Checkpoint directory {directory} does not exist.')
-  config = load_config(directory)
+def _restore(directory: str) -> tuple[dict[str, Any], int]:
+  """(variables, step) of a run directory; ValueError (one line) when it
+  has no finished step."""
   if not os.path.isdir(os.path.join(directory, 'checkpoints')):
     raise ValueError(f'Run directory {directory} has no checkpoints/: no '
                      'finished training step.')
@@ -191,8 +196,67 @@ def load_run(directory: str) -> Run:
   variables = {'params': state['params']}
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']
-  aus = tuple(int(a) for a in config.aus)
-  thresholds, windows = _decision_rule(directory, config, aus)
+  return variables, int(step)
+
+
+def _au_run_dirs(directory: str) -> list[str]:
+  """The `au_<nn>` run directories (with a config.json) of a fold
+  directory that is not itself a run; [] otherwise."""
+  if os.path.isfile(os.path.join(directory, 'config.json')):
+    return []
+  names = sorted(n for n in os.listdir(directory) if n.startswith('au_')
+                 and os.path.isfile(os.path.join(
+                     directory, n, 'config.json')))
+  return [os.path.join(directory, n) for n in names]
+
+
+def _load_joined(directory: str, au_dirs: Sequence[str]):
+  """(config, variables, step, thresholds, windows) of one model joined
+  from per-AU runs: the model module's `join_heads` merges their parameter
+  trees (it checks they share one encoder); AU order and each AU's decision
+  rule come from the AU runs."""
+  configs = [load_config(d) for d in au_dirs]
+  names = sorted({c.model_name for c in configs})
+  module = importlib.import_module(f'au_jax.models.{names[0]}')
+  if len(names) > 1 or not hasattr(module, 'join_heads'):
+    raise ValueError(
+        f'{directory} holds one run per AU of model(s) {names}, which '
+        'cannot be joined into one model; give one AU run: '
+        f'{[os.path.basename(d) for d in au_dirs]}.')
+  restored = [_restore(d) for d in au_dirs]
+  try:
+    params = module.join_heads([v['params'] for v, _ in restored])
+  except ValueError as error:
+    raise ValueError(f'{directory}: {error}') from None
+  aus = tuple(int(a) for c in configs for a in c.aus)
+  config = ml_collections.ConfigDict(configs[0].to_dict())
+  config.aus = aus
+  rules = [_decision_rule(d, c, tuple(int(a) for a in c.aus))
+           for d, c in zip(au_dirs, configs)]
+  logging.info('%s: joined %d per-AU runs (AUs %s) into one %s model.',
+               directory, len(au_dirs), list(aus), names[0])
+  return (config, {'params': params}, min(step for _, step in restored),
+          np.concatenate([t for t, _ in rules]),
+          np.concatenate([w for _, w in rules]))
+
+
+def load_run(directory: str) -> Run:
+  """Restores a run directory (or a fold directory of per-AU runs that
+  join into one model, module docstring); ValueError (one line) when it is
+  unusable."""
+  directory = os.path.abspath(os.path.expanduser(directory))
+  if not os.path.isdir(directory):
+    raise ValueError(f'Checkpoint directory {directory} does not exist.')
+  au_dirs = _au_run_dirs(directory)
+  if au_dirs:
+    config, variables, step, thresholds, windows = _load_joined(directory,
+                                                                au_dirs)
+    aus = tuple(config.aus)
+  else:
+    config = load_config(directory)
+    variables, step = _restore(directory)
+    aus = tuple(int(a) for a in config.aus)
+    thresholds, windows = _decision_rule(directory, config, aus)
   run = Run(directory=directory, config=config, aus=aus,
             model=models.create(config), variables=variables, step=int(step),
             thresholds=thresholds, median_windows=windows,
