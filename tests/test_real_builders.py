@@ -277,18 +277,7 @@ def test_drml_trains_and_evaluates_on_dummy_data(name, tmp_path, monkeypatch):
   assert list((tmp_path / 'work').glob(f'{name}*/drml/results.json'))
 
 
-def test_beam_build_matches_in_process(built, tmp_path):
-  """Runs only where apache-beam is installed (it is optional)."""
-  beam = pytest.importorskip('apache_beam')
-  builder = prepare.get_builder('bp4d', 'tiny', str(tmp_path))
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=dummy_dir('bp4d'),
-      beam_runner=beam.runners.DirectRunner()))
-  rows = records(builder)
-  for split, split_rows in built['bp4d'].items():
-    assert sorted((r['sequence'], int(r['frame_index'])) for r in rows[split]
-                  ) == sorted((r['sequence'], int(r['frame_index']))
-                              for r in split_rows)
+# The Beam path of every builder: tests/test_beam_builds.py.
 
 
 def test_failed_parallel_build_leaves_no_scratch(tmp_path):
