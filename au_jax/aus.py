@@ -40,6 +40,9 @@ FERA2017_AUS = (1, 4, 6, 7, 10, 12, 14, 15, 17, 23)
 # The union of BP4D's 12 and DISFA's 8 AUs, in FACS order.
 SYNTHETIC_AUS = tuple(sorted(set(BP4D_AUS) | set(DISFA_AUS)))
 
+# CK+ (emotion pretraining; data_builders/ck_plus): the catalogue's AUs.
+CK_PLUS_AUS = tuple(sorted(CATALOGUE))
+
 # The AUs each dataset's records carry, in record (FACS) order.
 DATASET_AUS = {
     'synthetic_au': SYNTHETIC_AUS,
@@ -47,6 +50,8 @@ DATASET_AUS = {
     'disfa': DISFA_LABELLED_AUS,
     'unbc_mcmaster': UNBC_AUS,
     'fera2017': FERA2017_AUS,
+    # CK+ peak frames are fully FACS coded: every catalogued AU.
+    'ck_plus': CK_PLUS_AUS,
 }
 
 # The 8-way emotion set of the CAUD thesis; records store the index, -1 unknown.
