@@ -29,3 +29,16 @@ def loss_fn(outputs: tuple[jax.Array, dict[str, Any]],
   ['au_occurrence'] [B, C] in {1, 0, -1}. Returns (loss, scalars) as
   au_jax.methods.caud.loss_fn."""
   return caud.loss_fn(outputs, batch, config)
+
+
+def evaluate_fold(config, workdir: str, fold,
+                  results_by_key: dict[Any, Any]) -> dict[str, Any]:
+  """The fold's test results: the per-AU models stacked
+  (fold_evaluation.combine_runs), or with one_model_per=('view', 'au') the
+  multi-view cascade (au_jax/cascade.py: view classifier, routing)."""
+  # pylint: disable=g-import-not-at-top
+  from au_jax import cascade
+  from au_jax import fold_evaluation
+  if 'view' in tuple(config.get('one_model_per') or ()):
+    return cascade.evaluate_fold(config, workdir, fold, results_by_key)
+  return fold_evaluation.combine_runs(config, workdir, fold, results_by_key)
