@@ -59,17 +59,24 @@ def _beam_build(name, data_dir, manual_dir=None):
 
 
 @pytest.fixture(scope='session')
-def beam_builds(tmp_path_factory):
-  """{name: (local builder, local summary, beam builder, beam summary)}."""
-  out = {}
-  for name in REAL:
-    local, local_printed = _captured(lambda n=name: real.build(
-        n, 'tiny', str(tmp_path_factory.mktemp(f'{n}_local'))))
-    built, beam_printed = _captured(lambda n=name: _beam_build(
-        n, str(tmp_path_factory.mktemp(f'{n}_beam')), real.dummy_dir(n)))
-    out[name] = (local, _summary(local_printed, name), built,
-                 _summary(beam_printed, name))
-  return out
+def builds(tmp_path_factory):
+  """builds(name) -> (local builder, local summary, beam builder, beam
+  summary), each dataset built on first use (so a pytest-xdist worker
+  builds only the datasets of the tests it runs)."""
+  cache = {}
+
+  def get(name):
+    if name not in cache:
+      local, local_printed = _captured(lambda: real.build(
+          name, 'tiny', str(tmp_path_factory.mktemp(f'{name}_local'))))
+      built, beam_printed = _captured(lambda: _beam_build(
+          name, str(tmp_path_factory.mktemp(f'{name}_beam')),
+          real.dummy_dir(name)))
+      cache[name] = (local, _summary(local_printed, name), built,
+                     _summary(beam_printed, name))
+    return cache[name]
+
+  return get
 
 
 @pytest.fixture(scope='session')
@@ -102,9 +109,10 @@ def assert_same_records(local, built):
     for i, (a, b) in enumerate(zip(got, want)):
       assert a == b, f'{local.name} {split} record {i} differs'
     total += len(want)
-    # And decoded, field by field (image pixels included).
-    for i, (a, b) in enumerate(zip(real.records(built)[split],
-                                   real.records(local)[split])):
+  # And decoded, field by field (image pixels included).
+  local_rows, beam_rows = real.records(local), real.records(built)
+  for split in local.info.splits:
+    for i, (a, b) in enumerate(zip(beam_rows[split], local_rows[split])):
       assert sorted(a) == sorted(b)
       for field in b:
         np.testing.assert_array_equal(a[field], b[field],
@@ -113,27 +121,18 @@ def assert_same_records(local, built):
 
 
 @pytest.mark.parametrize('name', REAL)
-def test_beam_build_equals_local_build(beam_builds, name):
-  local, _, built, _ = beam_builds[name]
+def test_beam_build_equals_local_build(builds, name):
+  """Same records; same summary (counts, named problems, AU base rates),
+  the Beam one rebuilt from the Beam counters."""
+  local, local_summary, built, beam_summary = builds(name)
   assert_same_records(local, built)
-
-
-@pytest.mark.parametrize('name', REAL)
-def test_beam_summary_equals_local_summary(beam_builds, name):
-  """Counts, named problems and AU base rates, rebuilt from Beam counters."""
-  _, local_summary, _, beam_summary = beam_builds[name]
   assert local_summary[0].startswith(f'{name}: ') and 'frames' in (
       local_summary[0])
   assert beam_summary == local_summary
-
-
-def test_bp4d_beam_summary_counts(beam_builds):
-  """Values from the dummy data's layout (make_dummy_data.SEQUENCES)."""
-  _, _, built, summary = beam_builds['bp4d']
-  frames_stored = sum(s.num_examples for s in built.info.splits.values())
-  assert frames_stored == 9
-  assert summary[0].startswith(f'bp4d: {frames_stored} frames; ')
-  assert "'skipped_labelled_frame_without_image': 1" in '\n'.join(summary)
+  if name == 'bp4d':  # Values from the dummy data (make_dummy_data.py).
+    assert beam_summary[0].startswith('bp4d: 9 frames; face by Haar 8, ')
+    assert "'skipped_labelled_frame_without_image': 1" in (
+        '\n'.join(beam_summary))
 
 
 def test_synthetic_au_beam_build_equals_local_build(tiny_data_dir,
@@ -151,16 +150,31 @@ def test_beam_keys_sort_in_job_then_frame_order():
     frames.beam_key(2, 2**32)
 
 
-def test_beam_build_fails_on_too_many_damaged_frames(tmp_path):
-  """The per-subject damaged-frame limit holds under Beam too."""
+@pytest.mark.parametrize('limit', [None, '0.5'])
+def test_beam_build_damaged_frame_limit(tmp_path, monkeypatch, limit):
+  """The per-subject damaged-frame limit holds under Beam as locally: past
+  it the pipeline fails and writes nothing; within it the frame is a
+  counted, named skip."""
   root = tmp_path / 'bp4d'
   shutil.copytree(real.dummy_dir('bp4d'), root)
   (root / 'Sequences' / 'M009' / 'T1' / '002.jpg').write_bytes(b'not a jpeg')
-  with pytest.raises(Exception, match=r'subject M009: 1 of 3 frames.*002\.jpg'):
-    _beam_build('bp4d', str(tmp_path / 'out'), str(root))
-  written = glob.glob(str(tmp_path / 'out' / '**' / '*'), recursive=True)
-  assert not [p for p in written if 'array_record' in p or
-              p.endswith('dataset_info.json')], written
+  out = tmp_path / 'out'
+  if limit is None:  # Default 0.01: 1 of M009's 3 frames is past it.
+    with pytest.raises(Exception,
+                       match=r'subject M009: 1 of 3 frames.*002\.jpg'):
+      _beam_build('bp4d', str(out), str(root))
+    written = glob.glob(str(out / '**' / '*'), recursive=True)
+    assert not [p for p in written if 'array_record' in p or
+                p.endswith('dataset_info.json')], written
+    return
+  monkeypatch.setenv('AU_JAX_MAX_DAMAGED_FRACTION', limit)
+  built, printed = _captured(lambda: _beam_build('bp4d', str(out),
+                                                 str(root)))
+  rows = real.records(built)['M009']
+  assert [int(r['frame_index']) for r in rows] == [1, 3]
+  summary = '\n'.join(_summary(printed, 'bp4d'))
+  assert "'skipped_damaged_frame': 1" in summary
+  assert 'damaged frame M009/T1 frame 2' in summary
 
 
 def test_beam_pipeline_options_parse_like_tfds_build():

@@ -188,16 +188,18 @@ def max_damaged_fraction() -> float:
   return fraction
 
 
-def check_damaged(name: str, subject: str,
-                  counts: collections.Counter) -> None:
+def check_damaged(name: str, subject: str, counts: collections.Counter,
+                  fraction: float | None = None) -> None:
   """Raises a ValueError when too many of a subject's frames were damaged.
 
   Args:
     name: dataset name; subject: the split; counts: that subject's counts.
+    fraction: the limit; None reads `max_damaged_fraction()` here.
   """
   damaged = counts[DAMAGED]
   total = counts['frames'] + damaged
-  fraction = max_damaged_fraction()
+  if fraction is None:
+    fraction = max_damaged_fraction()
   if damaged and damaged > fraction * total:
     named = sorted(k[len(NAMED):] for k in counts
                    if k.startswith(NAMED + 'damaged frame'))
@@ -554,6 +556,8 @@ def beam_split(name: str, split: str, jobs: Sequence[Any],
   into the local build summary).
   """
   beam = tfds.core.lazy_imports.apache_beam
+  # Read here: a cluster's workers do not see the launcher's environment.
+  limit = max_damaged_fraction()
 
   def expand(pipeline):
     processed = (
@@ -565,7 +569,7 @@ def beam_split(name: str, split: str, jobs: Sequence[Any],
     _ = (processed[_COUNTS_TAG]
          | 'SumCounts' >> beam.CombineGlobally(_sum_tallies)
          | 'CheckCounts' >> beam.Map(_beam_split_done, name, split,
-                                     tuple(aus)))
+                                     tuple(aus), limit))
     return processed.examples
 
   return beam.ptransform_fn(expand)()
@@ -596,10 +600,10 @@ def _sum_tallies(tallies):
   return counts, positive, labelled
 
 
-def _beam_split_done(tallies, name, split, aus):
+def _beam_split_done(tallies, name, split, aus, limit):
   beam = tfds.core.lazy_imports.apache_beam
   counts, positive, labelled = tallies
-  check_damaged(name, split, counts)
+  check_damaged(name, split, counts, limit)
   metric = beam.metrics.Metrics.counter
   for key, value in counts.items():
     if value:
