@@ -152,7 +152,12 @@ def beam_pipeline_options(text: str) -> Any:
   The format of `tfds build --beam_pipeline_options`: comma-separated
   `name=value` Beam options, given without their leading '--'.
   """
-  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  try:
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        f'--beam_pipeline_options={text!r} needs apache-beam, an optional '
+        'extra: pip install -e ".[beam]" (or "au_jax[beam]").') from e
   return beam.options.pipeline_options.PipelineOptions(
       flags=[f'--{option}' for option in text.split(',') if option])
 
