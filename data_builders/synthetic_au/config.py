@@ -1,7 +1,8 @@
 """Sizes of the synthetic_au builder configs.
 
-`tiny` is for tests, `default` is what the main jobs train on (24 subjects,
-three subject-exclusive folds of 8), `multiview` shows the first 12 `default`
+`tiny` is for tests, `small` for the test that training learns (enough
+held-out frames to read F1 against its floor), `default` is what the main
+jobs train on (24 subjects, three subject-exclusive folds of 8), `multiview` shows the first 12 `default`
 people from 9 head poses (3 yaw x 3 pitch, FERA 2017 style).
 
 Two populations of other people (their own identity seeds):
@@ -79,6 +80,10 @@ FRONTAL_VIEW = 5
 CONFIGS = (
     SynthConfig('tiny', num_subjects=6, videos_per_subject=2,
                 frames_per_video=8, image_size=64, seed=1),
+    # Enough held-out frames for a test that training beats the all-positive
+    # floor (tests/test_learning.py) in a minute of CPU.
+    SynthConfig('small', num_subjects=12, videos_per_subject=4,
+                frames_per_video=16, image_size=80, seed=6),
     SynthConfig('default', num_subjects=24, videos_per_subject=5,
                 frames_per_video=64, image_size=128, seed=2),
     SynthConfig('multiview', num_subjects=12, videos_per_subject=3,
