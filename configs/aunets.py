@@ -48,7 +48,7 @@ import ml_collections
 from au_jax import aus
 from au_jax.models import aunets
 
-BASE_VARIANTS = ('', 'cpu', 'paper', 'test', 'multiview')
+BASE_VARIANTS = ('', 'cpu', 'paper', 'test', 'multiview', 'ablation')
 # Walked by tests/test_config_checks.py; every '<base>-<fusion>' works.
 VARIANTS = BASE_VARIANTS + ('cpu-horizontal', 'paper-pi_fc6', 'test-channels',
                             'view')
@@ -65,6 +65,15 @@ def emonet_init(variant: str) -> ml_collections.ConfigDict:
       # aunets.adapt_params; the 2-way output starts anew.
       params=r'(motion_)?(encoder|fc6|fc7)/.*',
       config=f'configs/emonet.py:{variant}'))
+
+
+# Fusion rows for `python -m au_jax.ablate --config=configs/aunets.py:ablation`
+# (README, AUNets): the same budget per row; each row's results carry F1
+# without smoothing ('f1') and with the median window 7 ('f1_smoothed').
+ABLATION = {
+    name: {'model.fusion': name, 'flow': aunets.needs_flow(name),
+           'frozen': aunets.frozen_regex(name)}
+    for name in ('rgb', 'flow', 'channels', 'horizontal')}
 
 
 def view_classifier_config() -> ml_collections.ConfigDict:
@@ -177,6 +186,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_steps = 200
     config.checkpoint_every_steps = 100
     config.max_validation_frames = 300
+  elif variant == 'ablation':
+    # Fusion ablation on CPU (ABLATION rows): synthetic_au/default fold 1,
+    # AU 12 (lip corner puller) only, to fit 2 seeds x 3 rows in an hour of
+    # the shared 2-core CPU. Named deviations: VGG-16 at width 1/8 (fc
+    # 512), 32 px crops from 40, from scratch (no EmoNet: the CPU EmoNet
+    # stays at its class prior, configs/emonet.py), Adam lr 1e-3 for 250
+    # steps, thresholds tuned on validation, median window fixed at 7 (the
+    # paper's best) so every row reports F1 with and without it.
+    config.dataset = 'synthetic_au'
+    config.dataset_config = 'default'
+    config.aus = (12,)
+    config.model.width_multiplier = 1 / 8
+    config.resize_size = 40
+    config.crop_size = 32
+    config.folds = '1'
+    config.init_from = None
+    config.learning_rate = 1e-3
+    config.tune_thresholds = True
+    with config.ignore_type():  # 'tune' (str) in the base config.
+      config.median_window = 7
+    config.num_train_steps = 250
+    config.log_every_steps = 50
+    config.eval_every_steps = 125
+    config.checkpoint_every_steps = 125
+    config.max_validation_frames = 300
+    config.num_workers = 0
+    config.progress_bar = False
   elif variant == 'multiview':
     # The FERA 2017 cascade on synthetic_au/multiview: one AUNet per view
     # and AU (views 1-9, frontal 5 first), routed at test time by the view
