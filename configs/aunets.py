@@ -41,6 +41,23 @@ Variants (`get_config(arg)`):
   paper   BP4D crop faces at 224 (horizontal: 224x448), the paper's solver,
           batch 32 (not stated), 12 epochs (~36,000 steps per AU and fold).
   test    tiny shapes, two AUs, a handful of steps for the test suite.
+  ablation  the fusion ablation of the README (ABLATION rows, AU 12, 32 px,
+          250 steps, from scratch): python -m au_jax.ablate
+          --config=configs/aunets.py:ablation --rows=rgb,flow,channels
+          --seeds=0,1 --workdir=/tmp/aunets_ablation
+  view    the multi-view cascade's view classifier (`classify` on 'view',
+          synthetic_au/multiview, the CPU EmoNet recipe; the paper uses
+          GoogLeNet): train it before `multiview`.
+  multiview  the FERA 2017 cascade on synthetic_au/multiview: one AUNet per
+          view and AU (one_model_per=('view', 'au'), frontal view 5 first),
+          test videos routed by the view classifier (au_jax/cascade.py).
+
+Flow (config.flow): batch['flow'] is computed in the input pipeline from
+the neighbouring record (input_pipeline._FlowSource; DIS by default,
+config.flow_method='tvl1' for TV-L1), not stored by the builders: measured
+in the README (AUNets) with benchmarks/aunets_flow.py. Finished runs keep
+weights only (config.keep_weights_only; checkpointing.py) and the disk
+the plan needs is printed before training starts.
 """
 
 import ml_collections
