@@ -265,6 +265,13 @@ def evaluate_fold(config: ml_collections.ConfigDict, workdir: str, fold,
   builder = input_pipeline.open_dataset(config)
   data = all_views_data(config, builder, fold)
   view_dir = view_classifier_dir(config, workdir, fold)
+  if not os.path.exists(os.path.join(view_dir, 'config.json')):
+    raise FileNotFoundError(
+        f'The cascade routes test videos with the view classifier run '
+        f'{view_dir}, which does not exist. Train it first:\n  python -m '
+        f'au_jax.main --config=configs/aunets.py:view --workdir={workdir} '
+        f'--config.folds={fold} --config.dataset_config='
+        f'{config.dataset_config}')
   view_config = checkpointing.read_config(view_dir)
   view_data = input_pipeline.fold_data(view_config, builder, fold)
   count = input_pipeline.num_frames(data, 'test')

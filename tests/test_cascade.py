@@ -107,6 +107,8 @@ def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
   labels = [r['au_occurrence'][list(data.label_indices)] for r in
             input_pipeline.split_source(data, 'test')]
   np.testing.assert_array_equal(out['labels'], np.array(labels))
+  with pytest.raises(FileNotFoundError, match=r'configs/aunets.py:view'):
+    cascade.evaluate_fold(config, workdir, 1)  # No view classifier yet.
   # The whole fold: a view classifier that puts every frame in view 2.
   from configs import aunets as configs_aunets  # pylint: disable=g-import-not-at-top
   view_config = configs_aunets.get_config('view')
