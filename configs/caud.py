@@ -53,6 +53,17 @@ import ml_collections
 from au_jax import aus
 
 
+# Issue 10 item 5 for `python -m au_jax.ablate --config=configs/caud.py`:
+# the same CPU budget with the trunk from EmoNet (frozen), a frozen random
+# trunk, and every layer trained from scratch. The EmoNet run must exist in
+# each row's workdir (README: it is trained once and linked there).
+ABLATION = {
+    'emonet_frozen': {},
+    'random_frozen': {'init_from': None},
+    'scratch': {'init_from': None, 'frozen': ''},
+}
+
+
 def emonet_init(variant: str, per_au: bool) -> ml_collections.ConfigDict:
   """init_from: the EmoNet run of this fold (configs/emonet.py:<variant>).
 
@@ -79,7 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       depth=16, width_multiplier=1.0,
       fc_width=4096,  # Thesis table 4: 4096 > 2048 > 1024.
-      dropout_rate=0.5, two_way_output=True))
+      dropout_rate=0.5, two_way_output=True,
+      fc_init='torchvision'))  # models/vgg.py: 'he' for narrow nets.
 
   config.dataset = 'bp4d'
   config.dataset_config = 'crop'
@@ -136,6 +148,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset = 'synthetic_au'
     config.dataset_config = 'default'
     config.model.width_multiplier = 1 / 8
+    config.model.fc_init = 'he'  # As the CPU EmoNet (models/vgg.py).
     config.resize_size = 72
     config.crop_size = 64
     config.folds = '1'

@@ -249,10 +249,12 @@ def test_predict_joins_per_au_runs_into_one_pass(tmp_path):
   fold_dir = tmp_path / 'fold_1'
   encoder = None
   rules = {1: (0.3, 1), 12: (0.6, 3)}
+  states = {}
   for seed, au in enumerate(base.aus):
     config = runs.run_config(base, runs.RunKey(1, au=au))
     state = train.create_train_state(config, models.create(config),
                                      jax.random.key(seed))
+    states[au] = state
     params = dict(state.params)
     if encoder is None:
       encoder = params['encoder']
@@ -280,10 +282,9 @@ def test_predict_joins_per_au_runs_into_one_pass(tmp_path):
         rtol=1e-5, atol=1e-6)
   # Heads trained on different encoders cannot be joined: named.
   other = tmp_path / 'fold_2'
-  for seed, au in enumerate(base.aus):
+  for au in base.aus:  # Each with its own random encoder.
     config = runs.run_config(base, runs.RunKey(2, au=au))
-    _save_run(str(other / f'au_{au:02d}'), config, train.create_train_state(
-        config, models.create(config), jax.random.key(seed)))
+    _save_run(str(other / f'au_{au:02d}'), config, states[au])
   with pytest.raises(ValueError, match=r'fold_2: join_heads: tree 1 encoder'):
     predict.load_run(str(other))
   # Per-AU runs of a model without join_heads: pick one AU run.
