@@ -227,7 +227,9 @@ def cross_fold(results_by_fold: Mapping[int, Mapping[str, Any]],
     if tuple(result['aus']) != aus:
       raise ValueError(f'fold {fold} was evaluated on AUs {result["aus"]}, '
                        f'expected {aus}.')
-    folds[int(fold)] = {k: v for k, v in result.items() if k not in RAW_KEYS}
+    # Fold numbers, or 'all' (cross-dataset: one run on every subject).
+    key = fold if str(fold) == 'all' else int(fold)
+    folds[key] = {k: v for k, v in result.items() if k not in RAW_KEYS}
   per_au = {}
   extra = [key for key in ('f1_at_05', 'f1_smoothed')
            if all(key in f['per_au'][str(aus[0])] for f in folds.values())]

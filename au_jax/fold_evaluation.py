@@ -14,6 +14,12 @@ test frames unchanged (protocols.md):
     accuracy.
 Test results keep every frame's subject, sequence, view and frame index, and
 report F1 at 0.5 beside F1 at the tuned thresholds (and smoothed F1).
+
+Cross-dataset (`config.test_dataset`, fold 'all'): the rule is fitted on the
+training dataset's validation subjects as above; the test split is every
+subject of the test dataset, scored on the AUs both datasets label
+(`evaluate.cross_dataset_aus`; the model's other outputs and thresholds are
+dropped), written under `runs.test_dir`.
 """
 
 import functools
@@ -24,12 +30,14 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from au_jax import aus as aus_lib
 from au_jax import evaluate
 from au_jax import folds as folds_lib
 from au_jax import input_pipeline
 from au_jax import methods
 from au_jax import parallel
 from au_jax import postprocess
+from au_jax import prepare
 from au_jax import runs
 from au_jax import svm
 from au_jax import tables
@@ -47,6 +55,25 @@ def _model_inputs(batch):
   return {k: v for k, v in batch.items() if k not in _ID_CODES}
 
 
+def cross_dataset_test(config: ml_collections.ConfigDict
+                       ) -> tuple[input_pipeline.FoldData, tuple[int, ...],
+                                  np.ndarray]:
+  """The test data of a cross-dataset config: (every subject of
+  config.test_dataset with labels of the shared AUs, the shared AUs, their
+  columns in the model's outputs)."""
+  shared = runs.check_cross_dataset(config)
+  builder = prepare.ensure_built(
+      config.test_dataset, config.get('test_dataset_config'),
+      config.get('data_dir'), None)
+  subjects = folds_lib.test_subjects(
+      config.test_dataset, input_pipeline.available_subjects(builder),
+      strict=config.get('strict_folds', True))
+  columns = np.array([list(config.aus).index(a) for a in shared], np.int64)
+  data = input_pipeline.FoldData(
+      builder, subjects, aus_lib.label_indices(config.test_dataset, shared))
+  return data, shared, columns
+
+
 class Evaluator:
   """Validation numbers while a run trains and its test results after."""
 
@@ -55,6 +82,12 @@ class Evaluator:
     from au_jax import train  # pylint: disable=g-import-not-at-top
     self.config, self.data, self.method = config, data, method
     self.is_classify = hasattr(method, 'evaluate_split')
+    # What 'test' reads and scores (another dataset in cross-dataset runs).
+    self.test_data, self.test_aus, self.test_columns = (
+        data, tuple(config.aus), None)
+    if config.get('test_dataset'):
+      self.test_data, self.test_aus, self.test_columns = (
+          cross_dataset_test(config))
     predict = getattr(method, 'predict', methods.default_predict)
     self.p_eval = parallel.pmap_step(
         functools.partial(train.eval_step, predict=predict, config=config),
@@ -72,8 +105,8 @@ class Evaluator:
     return predict
 
   def _batches(self, split, max_frames=None):
-    return input_pipeline.eval_batches(self.config, self.data, split,
-                                       max_frames)
+    data = self.test_data if split == 'test' else self.data
+    return input_pipeline.eval_batches(self.config, data, split, max_frames)
 
   def split_results(self, p_state, split, max_frames=None,
                     thresholds=None) -> dict[str, Any]:
@@ -81,10 +114,15 @@ class Evaluator:
       return self.method.evaluate_split(
           self._predict_fn(p_state), self._batches(split, max_frames),
           self.config)
+    predict, aus = self._predict_fn(p_state), self.config.aus
+    if split == 'test' and self.test_columns is not None:
+      predict = evaluate.select_columns(predict, self.test_columns)
+      aus = self.test_aus
+      if thresholds is not None:
+        thresholds = np.asarray(thresholds)[self.test_columns]
     return evaluate.evaluate(
-        self._predict_fn(p_state), self._batches(split, max_frames),
-        self.config.aus, threshold=self.config.threshold,
-        thresholds=thresholds)
+        predict, self._batches(split, max_frames), aus,
+        threshold=self.config.threshold, thresholds=thresholds)
 
   def _thresholds(self, results) -> np.ndarray | None:
     if not self.config.get('tune_thresholds'):
@@ -117,6 +155,11 @@ class Evaluator:
     checkpoint step, subjects), written to `directory/test_results.{json,md}`
     (+ `_predictions.npz`)."""
     extra = extra or {}
+    directory = runs.test_dir(self.config, directory)
+    if not self.test_data.subjects.test:
+      # Fold 'all' with no test dataset (e.g. a pretraining run): nothing
+      # to test.
+      return {'no_test': True, **extra}
     if self.is_classify:
       results = self.split_results(p_state, 'test')
       results.update(extra)
@@ -129,13 +172,19 @@ class Evaluator:
     thresholds = self._thresholds(validation) if validation else None
     results = self.split_results(p_state, 'test', thresholds=thresholds)
     window, window_scores = self._median_window(validation, thresholds)
-    results = finish_au_results(results, self.config.aus, thresholds, window)
+    if thresholds is not None and self.test_columns is not None:
+      thresholds = np.asarray(thresholds)[self.test_columns]
+    results = finish_au_results(results, self.test_aus, thresholds, window)
     results['median_window'] = window
     if window_scores:
       results['median_window_validation_f1'] = window_scores
     if self.config.get('svm_on_fc9') and validation is not None:
       results['svm'] = self._svm_results(p_state, validation)
     results.update(extra)
+    if self.test_columns is not None:
+      results['test_dataset'] = runs.test_dataset_dir_name(self.config)[5:]
+      results['test_subjects'] = list(self.test_data.subjects.test)
+      results['trained_aus'] = list(self.config.aus)
     tables.write_results(results, directory, 'test_results')
     return results
 
@@ -170,8 +219,10 @@ class Evaluator:
     model = svm.fit_per_au(train_x, train_y, val_x, val_y)
     test_x, test_y = self._features(p_state, 'test')
     predictions = svm.decision(model, test_x) > 0
+    if self.test_columns is not None:
+      predictions = predictions[:, self.test_columns]
     result = evaluate.compute_metrics(test_y, predictions.astype(np.float64),
-                                      self.config.aus, 0.5)
+                                      self.test_aus, 0.5)
     return {'per_au': result['per_au'], 'mean': result['mean'],
             'c': model['c'].tolist()}
 
@@ -215,42 +266,48 @@ def combine_runs(config: ml_collections.ConfigDict, workdir: str, fold,
     (key, results), = final.items()
     if runs.run_dir(config, workdir, key) != fold_dir:
       if 'aus' in results:
-        tables.write_results(results, fold_dir, 'test_results')
-      else:
+        tables.write_results(results, runs.test_dir(config, fold_dir),
+                             'test_results')
+      elif not results.get('no_test'):
         write_json(os.path.join(fold_dir, 'test_results.json'),
                    {k: v for k, v in results.items()
                     if not isinstance(v, np.ndarray)})
     results['fold'] = fold
     return results
   by_au = {key.au: results for key, results in final.items()}
-  if set(by_au) != set(config.aus) or len(by_au) != len(final):
+  aus = tuple(runs.check_cross_dataset(config) or config.aus)
+  if set(by_au) != set(aus) or len(by_au) != len(final):
     raise ValueError(f'fold {fold}: cannot stack runs {sorted(map(str, final))}'
                      ' into one per-AU table; give the method an '
                      'evaluate_fold.')
-  columns = [by_au[au] for au in config.aus]
+  columns = [by_au[au] for au in aus]
   labels = np.concatenate([r['labels'] for r in columns], axis=1)
   probabilities = np.concatenate([r['probabilities'] for r in columns],
                                  axis=1)
   thresholds = [r['per_au'][str(au)]['threshold']
-                for r, au in zip(columns, config.aus)]
-  stacked = evaluate.compute_metrics(labels, probabilities, config.aus,
-                                     thresholds)
+                for r, au in zip(columns, aus)]
+  stacked = evaluate.compute_metrics(labels, probabilities, aus, thresholds)
   for key in ('subject', 'sequence', 'view', 'frame_index'):
     if key in columns[0]:
       stacked[key] = columns[0][key]
   windows = {r.get('median_window', 1) for r in columns}
-  stacked = finish_au_results(stacked, config.aus, thresholds,
+  stacked = finish_au_results(stacked, aus, thresholds,
                               max(windows) if len(windows) == 1 else 1)
   stacked['fold'] = fold
-  tables.write_results(stacked, fold_dir, 'test_results')
+  tables.write_results(stacked, runs.test_dir(config, fold_dir),
+                       'test_results')
   return stacked
 
 
 def summarise(config: ml_collections.ConfigDict, workdir: str,
               results_by_fold: dict[Any, dict[str, Any]]) -> dict[str, Any]:
   """Writes and prints the cross-fold table under the method directory."""
-  directory = runs.method_dir(config, workdir)
+  directory = runs.results_dir(config, workdir)
   first = next(iter(results_by_fold.values()))
+  if first.get('no_test'):
+    print(f'\n{config.method} trained on every subject of {config.dataset}/'
+          f'{config.dataset_config} (fold all); no test_dataset, no test.')
+    return {'no_test': True}
   if 'aus' not in first:  # Classification: mean accuracy over folds.
     table = {'accuracy': float(np.mean([r['accuracy']
                                         for r in results_by_fold.values()])),
@@ -267,15 +324,20 @@ def summarise(config: ml_collections.ConfigDict, workdir: str,
       if markdown is not None:
         print(f'fold {fold}:\n{markdown(results)}')
     return table
-  table = evaluate.cross_fold(results_by_fold, config.aus)
+  # Cross-dataset: the shared AUs (every fold result has the same).
+  aus = tuple(first['aus']) if config.get('test_dataset') else config.aus
+  table = evaluate.cross_fold(results_by_fold, aus)
   # Which protocol dealt the folds (each fold's subjects are in 'folds').
   table['fold_protocol'] = folds_lib.config_protocol(config).as_dict()
   json_path, md_path = tables.write_results(table, directory)
-  visualize.plot_per_au_f1(table, config.aus,
+  visualize.plot_per_au_f1(table, aus,
                            os.path.join(directory, 'per_au_f1.png'))
+  tested = (f' tested on {config.test_dataset}/'
+            f'{config.get("test_dataset_config")} (AUs {list(aus)})'
+            if config.get('test_dataset') else '')
   print(f'\n{config.method} on {config.dataset}/{config.dataset_config}, '
-        f'folds {list(results_by_fold)}:')
-  print(tables.markdown_table(table, config.aus))
+        f'folds {list(results_by_fold)}{tested}:')
+  print(tables.markdown_table(table, aus))
   svm_f1 = [r['svm']['mean']['f1'] for r in results_by_fold.values()
             if 'svm' in r]
   if svm_f1:

@@ -348,7 +348,8 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
         'validation_subjects': list(data.subjects.validation),
         'fold_protocol': folds.config_protocol(config).as_dict()})
     writer.write_scalars(config.num_train_steps,
-                         {'test_' + k: v for k, v in results['mean'].items()
+                         {'test_' + k: v
+                          for k, v in results.get('mean', {}).items()
                           if isinstance(v, float)})
   manager.close()
   if config.get('keep_weights_only'):  # checkpointing.py: weights only.
@@ -390,6 +391,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     print(checkpointing.describe_plan_disk(config, workdir))
   builder = input_pipeline.open_dataset(config)
   results_by_fold = {}
-  for fold in folds.parse_folds(config.folds):
+  for fold in runs.folds_of(config):  # Fold numbers, or 'all'.
     results_by_fold[fold] = train_fold(config, workdir, fold, builder)
   return fold_evaluation.summarise(config, workdir, results_by_fold)

@@ -308,3 +308,51 @@ def test_eight_devices_equal_one_device():
   assert t1 > 0 and a1 > 0 and size > 1e-4  # Both losses move both weights.
   np.testing.assert_allclose([t8, a8], [t1, a1], rtol=1e-5)
   assert worst < 1e-5 * max(size, 1.0), (worst, size)
+
+
+# ---------------------------------------------------------------- t-SNE figure
+
+
+def test_same_subject_neighbour_rate_by_hand():
+  from au_jax import visualize  # pylint: disable=g-import-not-at-top
+  features = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+  # Nearest by cosine: 0<->1, 2<->3.
+  assert visualize.same_subject_neighbour_rate(features, list('aabb')) == 1.0
+  assert visualize.same_subject_neighbour_rate(features, list('abab')) == 0.0
+  # Rows 0 and 1 are each other's nearest (subjects a, b: misses); rows 2
+  # and 3 (both b) hit.
+  assert visualize.same_subject_neighbour_rate(
+      features, list('abbb')) == 0.5
+  with pytest.raises(ValueError, match='3 subjects'):
+    visualize.same_subject_neighbour_rate(features, list('abb'))
+
+
+def test_feature_tsne_figure_with_and_without_identity(tmp_path):
+  from au_jax import visualize  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  subjects = np.repeat(['S01', 'S02', 'S03'], 10)
+  centres = rng.normal(size=(3, 8)) * 5
+  au = rng.integers(0, 2, size=30)
+  au[:3] = -1
+  with_identity = centres[np.repeat(np.arange(3), 10)] + rng.normal(
+      size=(30, 8)) * 0.1
+  without = rng.normal(size=(30, 8))
+  path = str(tmp_path / 'tsne.png')
+  rates = visualize.plot_feature_tsne(
+      {'identity in features': with_identity, 'identity removed': without},
+      subjects, au, 12, path)
+  assert rates['identity in features'] == 1.0
+  assert rates['identity removed'] == visualize.same_subject_neighbour_rate(
+      without, subjects)
+  import matplotlib.image  # pylint: disable=g-import-not-at-top
+  height, width = matplotlib.image.imread(path).shape[:2]
+  assert width > height > 300  # Two rows, two columns and a legend.
+  with pytest.raises(ValueError, match='20 rows'):
+    visualize.plot_feature_tsne({'x': without[:20]}, subjects, au, 12, path)
+
+
+def test_tsne_without_scikit_learn_is_named(monkeypatch):
+  from au_jax import visualize  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, 'sklearn', None)
+  with pytest.raises(ImportError, match='needs scikit-learn'):
+    visualize.tsne_2d(np.zeros((5, 2)))
