@@ -52,6 +52,10 @@ DATASET_AUS = {
     'fera2017': FERA2017_AUS,
     # CK+ peak frames are fully FACS coded: every catalogued AU.
     'ck_plus': CK_PLUS_AUS,
+    # Face-identity sets (IdenNet's pair stream; data_builders/
+    # identity_faces.py): no AU labels at all.
+    'lfw': (),
+    'celeba': (),
 }
 
 # The 8-way emotion set of the CAUD thesis; records store the index, -1 unknown.
