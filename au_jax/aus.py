@@ -56,6 +56,7 @@ DATASET_AUS = {
     # identity_faces.py): no AU labels at all.
     'lfw': (),
     'celeba': (),
+    'vggface2': (),
 }
 
 # The 8-way emotion set of the CAUD thesis; records store the index, -1 unknown.

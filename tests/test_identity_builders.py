@@ -1,4 +1,4 @@
-"""LFW and CelebA identity builders on their dummy_data: records against the
+"""LFW, CelebA and VGGFace2 identity builders on their dummy_data: records against the
 hand-written layouts of make_dummy_data.py, errors naming missing files, and
 IdenNet's pair stream drawing from them."""
 
@@ -17,6 +17,7 @@ from data_builders.celeba import celeba_dataset_builder as celeba
 from data_builders.celeba import make_dummy_data as celeba_dummy
 from data_builders.lfw import lfw_dataset_builder as lfw
 from data_builders.lfw import make_dummy_data as lfw_dummy
+from data_builders.vggface2 import vggface2_dataset_builder as vggface2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +38,7 @@ def rows_of(builder) -> dict[str, list[dict]]:
 def built(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('identity'))
   builders = {}
-  for name in ('lfw', 'celeba'):
+  for name in ('lfw', 'celeba', 'vggface2'):
     builder = prepare.get_builder(name, 'tiny', data_dir)
     # No AU_JAX_BUILD_WORKERS: identity sets build in-process by default.
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -89,8 +90,24 @@ def test_celeba_records(built):
                                                  for x in r]]
 
 
+def test_vggface2_records(built):
+  rows = rows_of(built['vggface2'])
+  got = {split: [(r['subject'].decode(), int(r['identity']),
+                  r['sequence'].decode(), int(r['frame_index']))
+                 for r in split_rows] for split, split_rows in rows.items()}
+  # Train and test partitions both read; frame_index = sorted position.
+  assert got == {
+      'n000001': [('n000001', 1, '0001_01', 1), ('n000001', 1, '0003_01', 2)],
+      'n000002': [('n000002', 2, '0001_01', 1), ('n000002', 2, '0002_01', 2),
+                  ('n000002', 2, '0002_02', 3)],
+      'n000017': [('n000017', 17, '0005_01', 1)],
+  }
+  assert all(r['au_occurrence'].shape == (0,)
+             for split_rows in rows.values() for r in split_rows)
+
+
 def test_pairs_from_identity_builders(built):
-  for name in ('lfw', 'celeba'):
+  for name in ('lfw', 'celeba', 'vggface2'):
     iterator = mixing.identity_pairs(
         built[name], num_pairs=2, num_aus=3, resize=72, crop=64, flip=False,
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), seed=0)
@@ -103,7 +120,7 @@ def test_pairs_from_identity_builders(built):
     pairs = identity.reshape(2, 2) if identity[0] == identity[1] else (
         identity.reshape(2, 2, order='F'))
     assert (pairs[:, 0] == pairs[:, 1]).all() and pairs[0, 0] != pairs[1, 0]
-    usable = {'lfw': {0, 1}, 'celeba': {2880, 2937}}[name]
+    usable = {'lfw': {0, 1}, 'celeba': {2880, 2937}, 'vggface2': {1, 2}}[name]
     assert set(identity.tolist()) == usable
     np.testing.assert_array_equal(batch['au_occurrence'], -1)
 
@@ -128,6 +145,18 @@ def test_missing_files_are_named(tmp_path):
   (copy / 'Anno' / 'identity_CelebA.txt').write_text('000001.jpg\n')
   with pytest.raises(ValueError, match='line 1: expected'):
     celeba.list_jobs(str(copy))
+  with pytest.raises(FileNotFoundError, match='neither .*train nor .*test'):
+    vggface2.list_jobs(str(tmp_path))
+  both = tmp_path / 'vgg'
+  for partition in ('train', 'test'):
+    (both / partition / 'n000002').mkdir(parents=True)
+  (both / 'train' / 'n000002' / '0001_01.jpg').write_bytes(b'')
+  with pytest.raises(ValueError, match='class n000002 is in both'):
+    vggface2.list_jobs(str(both))
+  shutil.rmtree(both / 'test')
+  (both / 'train' / 'n000002' / 'face.jpg').write_bytes(b'')
+  with pytest.raises(ValueError, match='face.jpg is not named'):
+    vggface2.list_jobs(str(both))
 
 
 def test_split_name_collisions_are_named():
