@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from au_jax import aus as aus_lib
+from au_jax import distributed
 from au_jax import evaluate
 from au_jax import folds as folds_lib
 from au_jax import input_pipeline
@@ -49,6 +50,12 @@ _ID_CODES = ('subject_code', 'sequence_code')
 def write_json(path: str, value: Any) -> None:
   text = json.dumps(tables._json_ready(value), indent=1)  # pylint: disable=protected-access
   tables._write_atomic(path, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
+
+
+# Multi-process evaluation: the scores (and features) each process computed
+# for its rows travel with the gathered rows; images stay where they were.
+_SCORES, _FEATURES = '_scores', '_features'
+_NOT_GATHERED = ('image', 'flow', 'landmarks')
 
 
 def _model_inputs(batch):
@@ -100,20 +107,50 @@ class Evaluator:
   def _predict_fn(self, p_state, features=False):
     step = self.p_features if features else self.p_eval
     def predict(batch):
+      if _SCORES in batch:  # Scored before the gather (multi-process).
+        return ((batch[_SCORES], batch[_FEATURES]) if features
+                else batch[_SCORES])
       return parallel.unshard(step(p_state, parallel.shard(
           _model_inputs(batch))))
     return predict
 
-  def _batches(self, split, max_frames=None):
+  def _batches(self, split, max_frames=None, p_state=None, features=False):
     data = self.test_data if split == 'test' else self.data
-    return input_pipeline.eval_batches(self.config, data, split, max_frames)
+    batches = input_pipeline.eval_batches(self.config, data, split,
+                                          max_frames)
+    if distributed.process_count() == 1:
+      return batches
+    return self._gathered(batches, p_state, features)
+
+  def _gathered(self, batches, p_state, features):
+    """Multi-process: this process scores its block of the frames (as
+    eval_batches gives it), then every process's rows are gathered in
+    process order (= record order, padding last in each block) into one
+    batch holding the scores; `mask` drops the padding, so every frame
+    counts once and every process holds the same results."""
+    if p_state is None:
+      raise ValueError('Multi-process evaluation needs the state to score '
+                       'each process\'s frames before the gather.')
+    predict = self._predict_fn(p_state, features)
+    parts = []
+    for batch in batches:
+      out = predict(batch)
+      rows = {k: np.asarray(v) for k, v in batch.items()
+              if k not in _NOT_GATHERED}
+      if features:
+        rows[_SCORES], rows[_FEATURES] = (np.asarray(x) for x in out)
+      else:
+        rows[_SCORES] = np.asarray(out)
+      parts.append(rows)
+    local = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    yield distributed.allgather_rows(local)
 
   def split_results(self, p_state, split, max_frames=None,
                     thresholds=None) -> dict[str, Any]:
     if self.is_classify:
       return self.method.evaluate_split(
-          self._predict_fn(p_state), self._batches(split, max_frames),
-          self.config)
+          self._predict_fn(p_state), self._batches(split, max_frames,
+                                                   p_state), self.config)
     predict, aus = self._predict_fn(p_state), self.config.aus
     if split == 'test' and self.test_columns is not None:
       predict = evaluate.select_columns(predict, self.test_columns)
@@ -121,7 +158,7 @@ class Evaluator:
       if thresholds is not None:
         thresholds = np.asarray(thresholds)[self.test_columns]
     return evaluate.evaluate(
-        predict, self._batches(split, max_frames), aus,
+        predict, self._batches(split, max_frames, p_state), aus,
         threshold=self.config.threshold, thresholds=thresholds)
 
   def _thresholds(self, results) -> np.ndarray | None:
@@ -203,7 +240,7 @@ class Evaluator:
   def _features(self, p_state, split, max_frames=None):
     predict = self._predict_fn(p_state, features=True)
     features, labels = [], []
-    for batch in self._batches(split, max_frames):
+    for batch in self._batches(split, max_frames, p_state, features=True):
       _, feats = predict(batch)
       mask = np.asarray(batch['mask'], bool)
       features.append(np.asarray(feats)[mask])
