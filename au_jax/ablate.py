@@ -115,7 +115,11 @@ def run_chain(config: ml_collections.ConfigDict,
   out, previous = [], {}
   for key, cfg in runs.iter_runs(config):
     lineage = (key.fold, key.view, key.au)
-    text = previous.get(lineage, '') + checkpointing.fingerprint(cfg)['hash']
+    # The fingerprint leaves the fold out (the run directory names it), so
+    # the chain names it: fold 2 or 'all' never shares fold 1's run. Fold 1
+    # adds nothing, so earlier fold-1 ablations keep their hashes.
+    start = '' if key.fold == 1 else f'fold {key.fold};'
+    text = previous.get(lineage, start) + checkpointing.fingerprint(cfg)['hash']
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     previous[lineage] = digest
     out.append((digest, runs.run_dir(cfg, workdir, key), key.stage))
@@ -289,7 +293,15 @@ def write_table(table: Mapping[str, Any], workdir: str) -> tuple[str, str]:
 
 def results_path(config: ml_collections.ConfigDict, workdir: str) -> str:
   from au_jax import runs  # pylint: disable=g-import-not-at-top
-  return os.path.join(runs.method_dir(config, workdir), 'results.json')
+  # Cross-dataset rows: <method dir>/test_<dataset>-<config>/results.json.
+  return os.path.join(runs.results_dir(config, workdir), 'results.json')
+
+
+def path_tail(path: str) -> str:
+  """'test_<dataset>-<config>' of a cross-dataset results path, else ''
+  (rows equal in training but tested elsewhere have other results)."""
+  parent = os.path.basename(os.path.dirname(path))
+  return parent if parent.startswith('test_') else ''
 
 
 def run_ablation(base: ml_collections.ConfigDict,
@@ -333,8 +345,16 @@ def run_ablation(base: ml_collections.ConfigDict,
       raise FileNotFoundError(
           f'ablate: {name} seed {seed} has no finished run in {run_workdir} '
           '(--train=false trains nothing; drop it to train the row).')
+    elif to_train is None and (chain[-1][0], path_tail(path)) not in (
+        finished[seed]):
+      # Every run shared with a row tested on another dataset (the test
+      # dataset does not change training): test the linked runs here.
+      print(f'ablate: {name} seed {seed} shares its runs; testing them on '
+            f'{config.test_dataset}/{config.get("test_dataset_config")}.',
+            flush=True)
+      train.train_and_evaluate(config, run_workdir)
     elif to_train is None:
-      source = finished[seed][chain[-1][0]]
+      source = finished[seed][(chain[-1][0], path_tail(path))]
       print(f'ablate: {name} seed {seed} equals a trained row; results '
             f'from {source}.')
       os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -352,7 +372,7 @@ def run_ablation(base: ml_collections.ConfigDict,
         json.dump(stamp, f)
     for digest, directory, _ in chain:
       trained[seed].setdefault(digest, directory)
-    finished[seed].setdefault(chain[-1][0], path)
+    finished[seed].setdefault((chain[-1][0], path_tail(path)), path)
     with open(path) as f:
       results[name][seed] = json.load(f)
     table = aggregate(results, config.aus, metric)

@@ -14,11 +14,35 @@ Ablations (same budget): --config.model.identity_branch=False (plain
 LightCNN AU detector, no triplet loss) and
 --config.model.subtract_identity=False (triplet loss, no FC6 - FC5).
 
+Cross-dataset (the poster's headline: train on BP4D, test on UNBC-McMaster
+over AUs 4 6 7 10 12): train on every subject of config.dataset, test on
+every subject of config.test_dataset over the AUs both label
+(fold_evaluation.py; results under <method dir>/test_<dataset>-<config>/):
+
+  python -m au_jax.main --config=configs/idennet.py:cross   # default->shifted
+  python -m au_jax.main --config=configs/idennet.py:paper --config.folds=all \
+      --config.test_dataset=unbc_mcmaster --config.test_dataset_config=crop
+
 Every batch holds config.batch_size rows, `identity_share` of them faces of
 the identity dataset in same-identity pairs (AUs unknown), the rest AU
 frames, on every device. Identity data: the synthetic_au `identities`
-config (500 people, 4 faces each); the paper used CelebA (10,177 people),
-VGGFace2 and LFW, for which au_jax has no builders yet (named deviation).
+config (500 people, 4 faces each) by default; the paper used CelebA (10,177
+people), VGGFace2 and LFW: --config.identity_dataset=celeba (or vggface2,
+lfw; data_builders/<name>, built from the user's download) with
+--config.identity_dataset_config=crop.
+
+The poster's picture (features the AU classifier sees, by subject and by
+one AU, with and without the identity branch):
+
+  python -m au_jax.visualize tsne tsne.png \
+      "IdenNet=<workdir>/synthetic_au-default/idennet/fold_1" \
+      "LightCNN=<other workdir>/synthetic_au-default/idennet/fold_1" --au=12
+
+Ablation (README "IdenNet results"; rows ABLATION below):
+
+  python -m au_jax.ablate --config=configs/idennet.py \
+      --rows=within,within_no_identity,cross,cross_no_identity --seeds=0,1 \
+      --workdir=/tmp/idennet_ablate --config.data_dir=<tfds dir>
 
 Parameters (jax.eval_shape, tested in tests/test_idennet.py), 12 AUs, RGB:
   paper  128x128, ceil pooling (5x5x192 into fc5/fc6)   6,574,796
@@ -72,8 +96,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_validation_subjects = 2
   config.strict_folds = True
   config.max_validation_frames = 600
-  # Cross-dataset protocol (train on all of `dataset`, test on this one over
-  # the shared AUs): e.g. 'synthetic_au' / 'shifted'. Not wired yet.
+  # Cross-dataset protocol (folds='all': train on every subject of
+  # `dataset`, test on every subject of this one over the shared AUs),
+  # e.g. 'synthetic_au' / 'shifted'; None = within-dataset folds.
   config.test_dataset = ml_collections.FieldReference(None, field_type=str)
   config.test_dataset_config = ml_collections.FieldReference(
       None, field_type=str)
@@ -127,7 +152,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.tune_thresholds = False
   config.progress_bar = True
 
-  if arg in (None, '', 'cpu'):
+  if arg in (None, '', 'cpu', 'cross'):
     config.resize_size = 72
     config.crop_size = 64
     config.flip = True
@@ -141,6 +166,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_steps = 150
     config.checkpoint_every_steps = 100
     config.max_validation_frames = 300
+    if arg == 'cross':
+      # Train on all 24 default people (2 validate), test on the 12
+      # `shifted` people (other identities, darker skin, dimmer coloured
+      # light, more head turn); synthetic data share every AU.
+      config.folds = 'all'
+      config.test_dataset = 'synthetic_au'
+      config.test_dataset_config = 'shifted'
   elif arg == 'paper':
     config.dataset = 'bp4d'
     config.dataset_config = 'default'
@@ -165,5 +197,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.progress_bar = False
   else:
     raise ValueError(f"configs/idennet.py: unknown variant {arg!r}; use '', "
-                     "'cpu', 'paper' or 'test'.")
+                     "'cpu', 'cross', 'paper' or 'test'.")
   return config
+
+
+# au_jax/ablate.py rows (same budget: the CPU job's 300 steps each).
+# Within = synthetic_au/default fold 1; cross = all default subjects ->
+# synthetic_au/shifted. Without the identity branch the model is a plain
+# LightCNN AU detector (no fc5, no triplet loss, no identity rows' loss).
+_CROSS = {'folds': 'all', 'test_dataset': 'synthetic_au',
+          'test_dataset_config': 'shifted'}
+ABLATION = {
+    'within': {},
+    'within_no_identity': {'model.identity_branch': False},
+    'cross': dict(_CROSS),
+    'cross_no_identity': dict(_CROSS, **{'model.identity_branch': False}),
+}

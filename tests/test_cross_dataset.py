@@ -184,3 +184,27 @@ def test_cross_dataset_run(cross_run):
   # No within-dataset table was written.
   assert not os.path.exists(os.path.join(runs.method_dir(config, workdir),
                                          'results.json'))
+
+
+def test_ablation_rows_of_other_folds_never_share_runs(tmp_path):
+  import hashlib  # pylint: disable=g-import-not-at-top
+  from au_jax import ablate  # pylint: disable=g-import-not-at-top
+  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  config = idennet_config.get_config('test')
+  within = ablate.run_chain(config, str(tmp_path))
+  # Fold 1 keeps the earlier hash (fingerprint only): old ablations stay
+  # done.
+  fingerprint = checkpointing.fingerprint(
+      runs.run_config(config, runs.RunKey(1)))['hash']
+  assert within[0][0] == hashlib.sha256(
+      fingerprint.encode()).hexdigest()[:16]
+  config.folds = 'all'
+  config.test_dataset = 'unbc_mcmaster'
+  cross = ablate.run_chain(config, str(tmp_path))
+  assert cross[0][0] != within[0][0]
+  path = ablate.results_path(config, str(tmp_path))
+  assert path.endswith(os.path.join('idennet', 'test_unbc_mcmaster',
+                                    'results.json'))
+  assert ablate.path_tail(path) == 'test_unbc_mcmaster'
+  config.test_dataset = None
+  assert ablate.path_tail(ablate.results_path(config, str(tmp_path))) == ''

@@ -1,6 +1,6 @@
-"""LFW, CelebA and VGGFace2 identity builders on their dummy_data: records against the
-hand-written layouts of make_dummy_data.py, errors naming missing files, and
-IdenNet's pair stream drawing from them."""
+"""LFW, CelebA and VGGFace2 identity builders on their dummy_data: records
+against the hand-written layouts of make_dummy_data.py, errors naming
+missing files, and IdenNet's pair stream drawing from them."""
 
 import os
 import shutil
