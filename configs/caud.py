@@ -73,7 +73,9 @@ def emonet_init(variant: str, per_au: bool) -> ml_collections.ConfigDict:
   """
   return ml_collections.ConfigDict(dict(
       method='classify', classify_field='emotion', dataset='synthetic_au',
-      dataset_config='tiny' if variant == 'test' else 'multiview',
+      # configs/emonet.py's data: tiny (test), default (CPU), multiview.
+      dataset_config={'test': 'tiny', '': 'default'}.get(variant,
+                                                         'multiview'),
       fold=None,  # The same fold (emonet.py: no test subject leaks).
       view=None, au='none' if per_au else None,
       stage=None,
