@@ -208,3 +208,17 @@ def test_ablation_rows_of_other_folds_never_share_runs(tmp_path):
   assert ablate.path_tail(path) == 'test_unbc_mcmaster'
   config.test_dataset = None
   assert ablate.path_tail(ablate.results_path(config, str(tmp_path))) == ''
+
+
+def test_run_features_of_a_trained_run(cross_run):
+  from au_jax import visualize  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = cross_run
+  got = visualize.run_features(
+      runs.run_dir(config, workdir, runs.RunKey('all')))
+  # A fold-'all' run has no test subjects: its validation subject S04's
+  # 2 videos x 8 frames; features are fc6 - fc5, hidden_size 32 / 2 (MFM).
+  assert got['features'].shape == (16, 16)
+  assert set(got['subject'].tolist()) == {'S04'}
+  assert got['labels'].shape == (16, len(aus.BP4D_AUS))
+  np.testing.assert_array_equal(got['aus'], aus.BP4D_AUS)
+  assert np.isfinite(got['features']).all()
