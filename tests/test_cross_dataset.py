@@ -222,3 +222,23 @@ def test_run_features_of_a_trained_run(cross_run):
   assert got['labels'].shape == (16, len(aus.BP4D_AUS))
   np.testing.assert_array_equal(got['aus'], aus.BP4D_AUS)
   assert np.isfinite(got['features']).all()
+
+
+def test_fold_all_without_test_dataset_tests_nothing(tmp_path):
+  from au_jax import fold_evaluation  # pylint: disable=g-import-not-at-top
+  from au_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from au_jax import methods  # pylint: disable=g-import-not-at-top
+  config = idennet_config.get_config('test')
+  config.folds = 'all'  # e.g. a pretraining run for another's init_from.
+  data = input_pipeline.FoldData(
+      None, folds.fold_subjects('synthetic_au', 'all', SIX, 1),
+      np.arange(len(config.aus)))
+  evaluator = fold_evaluation.Evaluator(config, data, methods.get(config))
+  directory = str(tmp_path / 'run')
+  assert evaluator.test_results(None, directory, {'run': 'all'}) == {
+      'no_test': True, 'run': 'all'}
+  assert not os.path.exists(directory)
+  workdir = str(tmp_path / 'work')
+  assert fold_evaluation.summarise(config, workdir, {
+      'all': {'no_test': True}}) == {'no_test': True}
+  assert not os.path.exists(runs.method_dir(config, workdir))
