@@ -61,6 +61,9 @@ Variants (`get_config(arg)`):
           32 (16 AU frames + 8 pairs), 300 steps, Adam 3e-4 (DRML's CPU
           pilot rate; not piloted for IdenNet), per-AU thresholds tuned on
           validation.
+  cross   the CPU job on the cross-dataset protocol: every synthetic_au/
+          default subject trains (2 validate), all of synthetic_au/shifted
+          tests (the poster trains on BP4D and tests on UNBC-McMaster).
   paper   the authors' solver: Adam 1e-4 (beta1 0.9), L2 weight decay 5e-4,
           x0.1 every 10,000 steps, loss weights 1 and 1, margin 0.5, 4
           negatives; 128x128 input, pixels / 255 and no mean (authors' code);
