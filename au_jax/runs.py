@@ -273,13 +273,19 @@ INIT_FIELDS = ('method', 'dataset', 'dataset_config', 'fold', 'view', 'au',
 
 def source_run_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The run directory `config.init_from` names; its unset fields (None)
-  are this run's own (method, dataset, fold, view, AU, stage)."""
+  are this run's own (method, dataset, fold, view, AU, stage). A source
+  on another dataset has that dataset's own (standard) fold protocol: a
+  k-fold of this run's subjects says nothing about another dataset's."""
   init = config.init_from
   source = copy.deepcopy(config)
   with source.unlocked():
     for field in ('method', 'dataset', 'dataset_config', 'classify_field'):
       if init.get(field) is not None:
         source[field] = init[field]
+    if (source.dataset != config.dataset
+        and 'fold_protocol' in source):
+      source.fold_protocol = folds_lib.STANDARD
+      source.num_folds = folds_lib.NUM_FOLDS
   own = {'fold': config.get('run_fold', 1), 'view': config.get('run_view'),
          'au': config.get('run_au'), 'stage': config.get('run_stage')}
   picked = {k: (init.get(k) if init.get(k) is not None else own[k])

@@ -173,6 +173,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fold_protocol = 'kfold'
     config.num_folds = 10
     config.folds = ','.join(str(k) for k in range(1, 11))
+    # EmoNet's people are not BP4D's, so every fold starts from one EmoNet
+    # trained on all of them: python -m au_jax.main
+    # --config=configs/emonet.py:paper --config.folds=all
+    config.init_from.fold = 'all'
   elif arg == 'test':
     config.dataset = 'synthetic_au'
     config.dataset_config = 'tiny'

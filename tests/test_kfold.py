@@ -122,6 +122,22 @@ def test_config_fields_plan_and_directories(tmp_path):
     config_checks.check_config(standard)
 
 
+def test_init_from_source_keeps_protocol_only_on_the_same_dataset():
+  paper10 = caud_config.get_config('paper10')
+  run = runs.run_config(paper10, runs.RunKey(7, au=12))
+  # EmoNet on another dataset: its own protocol, trained on everyone.
+  assert runs.source_run_dir(run, '/w') == (
+      '/w/synthetic_au-multiview/classify_emotion/all')
+  # A source on the same dataset (e.g. an earlier stage) keeps the k-fold.
+  same = _kfold_config()
+  same.init_from.dataset = 'synthetic_au'
+  same.init_from.dataset_config = 'tiny'
+  run = runs.run_config(same, runs.RunKey(9))
+  run.init_from.fold = None
+  assert runs.source_run_dir(run, '/w') == (
+      '/w/synthetic_au-tiny/classify_emotion/kfold10_seed0/fold_9')
+
+
 def test_results_record_protocol_and_average_precision(tmp_path):
   """summarise writes the protocol and per-AU AP; AP checked against
   scikit-learn (an independent implementation)."""
