@@ -52,6 +52,8 @@ DATASET_AUS = {
     'fera2017': FERA2017_AUS,
     # CK+ peak frames are fully FACS coded: every catalogued AU.
     'ck_plus': CK_PLUS_AUS,
+    # RaFD (data_builders/rafd): emotions and camera views, no AU labels.
+    'rafd': (),
     # Face-identity sets (IdenNet's pair stream; data_builders/
     # identity_faces.py): no AU labels at all.
     'lfw': (),

@@ -16,10 +16,10 @@ Part lists per dataset:
   parts; fold k then tests on FERA 2017 renderings of BP4D part k. This is NOT
   the challenge protocol (train -> validation partition); a FERA builder whose
   splits hold other subject ids gets an error naming them.
-- unbc_mcmaster, synthetic_au, ck_plus: no standard list. The available
-  subject ids are sorted (Python string order) and dealt round-robin: part k
-  (1-based) holds sorted ids k-1, k+2, k+5, ..., so part sizes differ by at
-  most one (24 subjects -> 8/8/8; 25 -> 9/8/8).
+- unbc_mcmaster, synthetic_au, ck_plus, rafd: no standard list. The
+  available subject ids are sorted (Python string order) and dealt
+  round-robin: part k (1-based) holds sorted ids k-1, k+2, k+5, ..., so
+  part sizes differ by at most one (24 subjects -> 8/8/8; 25 -> 9/8/8).
 
 Protocols (`config.fold_protocol`, `Protocol`):
 - 'standard' (default): the 3 parts above.
@@ -68,7 +68,7 @@ PARTS = {
 # Datasets whose subjects are another dataset's subjects (module docstring).
 PARTS_OF = {'bp4d': 'bp4d', 'disfa': 'disfa', 'fera2017': 'bp4d'}
 # Datasets without a standard list: sorted ids dealt round-robin.
-ROUND_ROBIN = ('unbc_mcmaster', 'synthetic_au', 'ck_plus')
+ROUND_ROBIN = ('unbc_mcmaster', 'synthetic_au', 'ck_plus', 'rafd')
 
 # A TFDS split name (tensorflow_datasets/core/splits.py accepts [\w-]+).
 _SPLIT_NAME = re.compile(r'^[\w-]+$')

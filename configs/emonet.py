@@ -21,8 +21,8 @@ of fold k start from EmoNet fold k without seeing a test subject (on default
 they are the same training subjects; only their emotion labels are used
 here, a named deviation from the thesis' separate emotion datasets).
 Results: accuracy per emotion and per view on the held-out subjects
-(classify's evaluation). Real emotion data: data_builders/ck_plus (CK+);
-Bosphorus and RaFD builders are not written yet.
+(classify's evaluation). Real emotion data: data_builders/ck_plus (CK+)
+and data_builders/rafd (RaFD); a Bosphorus builder is not written yet.
 
 Starting weights: `imagenet_weights` names a VGG-16 .npz/.safetensors file
 (au_jax/weights.py documents the layouts; no pickles) loaded before the

@@ -148,3 +148,58 @@ def test_folds_and_instructions():
   assert parts == (('S005', 'S022'), ('S010',), ('S011',))
   for name in ('cohn-kanade-images/', 'FACS/', 'Emotion/', 'Landmarks/'):
     assert name in ck.Builder.MANUAL_DOWNLOAD_INSTRUCTIONS
+
+
+# ---------------------------------------------------------------------------
+# RaFD: one picture per (camera angle, emotion, gaze), emotion in the name.
+
+RAFD_DUMMY = os.path.join(ROOT, 'data_builders', 'rafd', 'dummy_data')
+
+
+def test_rafd_pictures_emotions_and_views(tmp_path):
+  from data_builders.rafd import rafd_dataset_builder as rafd  # pylint: disable=g-import-not-at-top
+  old = os.environ.get('AU_JAX_BUILD_WORKERS')
+  os.environ['AU_JAX_BUILD_WORKERS'] = '0'
+  try:
+    builder = prepare.get_builder('rafd', 'tiny', str(tmp_path / 'out'))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=RAFD_DUMMY))
+  finally:
+    if old is None:
+      del os.environ['AU_JAX_BUILD_WORKERS']
+    else:
+      os.environ['AU_JAX_BUILD_WORKERS'] = old
+  got = {}
+  for split in builder.info.splits:
+    source = builder.as_data_source(split=split)
+    for i in range(len(source)):
+      row = source[i]
+      got[(split, row['sequence'].decode())] = (
+          int(row['view']), aus.EMOTIONS[row['emotion']], int(row['identity']))
+      assert row['au_occurrence'].shape == (0,)  # RaFD ships no AU codes.
+  # From the file names: angle 045 -> view 2, 090 -> 3, 180 -> 5; RaFD's
+  # words angry/contemptuous/surprised are aus.EMOTIONS anger/contempt/
+  # surprise; model number = split and identity.
+  assert got == {
+      ('01', 'happy_frontal'): (3, 'happy', 1),
+      ('01', 'contemptuous_left'): (3, 'contempt', 1),
+      ('01', 'sad_right'): (2, 'sad', 1),
+      ('01', 'neutral_frontal'): (5, 'neutral', 1),
+      ('28', 'angry_frontal'): (3, 'anger', 28),
+      ('28', 'surprised_frontal'): (3, 'surprise', 28),
+  }
+  # Bad names and an empty folder are errors naming the file / folder.
+  for name, message in (
+      ('Rafd090_03_Caucasian_male_joyful_frontal.jpg', "emotion 'joyful'"),
+      ('Rafd030_03_Caucasian_male_happy_frontal.jpg', 'camera angle 030'),
+      ('Rafd090_03_male_happy.jpg', 'is not named')):
+    root = tmp_path / name
+    root.mkdir()
+    (root / name).write_bytes(b'')
+    with pytest.raises(ValueError, match=name.replace('.', r'\.')) as error:
+      rafd.list_jobs(str(root))
+    assert message in str(error.value)
+  with pytest.raises(FileNotFoundError, match='empty'):
+    (tmp_path / 'empty').mkdir()
+    rafd.list_jobs(str(tmp_path / 'empty'))
+  assert 'Rafd<angle>_<model>' in rafd.Builder.MANUAL_DOWNLOAD_INSTRUCTIONS
