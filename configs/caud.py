@@ -29,13 +29,14 @@ Variants (`get_config(arg)`):
           72, EmoNet from configs/emonet.py (CPU, from scratch), Adam 1e-4
           -> 1e-3 linear decay over 600 steps, per-AU thresholds tuned on
           validation.
-          Measured 2026-11-28 (fold 1, 600 steps each, same budget; all-
-          positive F1 45.6): frozen CPU EmoNet trunk 39.2 mean F1 (AUC
-          54.8), frozen random trunk 41.2 (55.2), all layers from scratch
-          (frozen='', no init_from) 47.4 (71.0). The CPU EmoNet stayed at
-          its class prior (configs/emonet.py), so its trunk carries no
-          facial features: the thesis' gain needs an EmoNet that learned
-          (ImageNet start, `paper`). Trainer speed: ~160-210 img/s with the
+          Pilot 2026-11-28, before the fc_init fix and with the EmoNet
+          then on multiview, which had learned nothing (fold 1, 600 steps,
+          one seed; all-positive F1 45.6): frozen EmoNet trunk 39.2 mean F1
+          (AUC 54.8), frozen random trunk 41.2 (55.2), all layers from
+          scratch (frozen='', no init_from) 47.4 (71.0). The comparison
+          with the EmoNet that learned (configs/emonet.py, 65.6% held-out)
+          is the ABLATION above (README: command; not finished in this
+          session on the loaded CPU). Trainer speed: ~160-210 img/s with the
           frozen trunk vs ~97 img/s training all layers (median of logged
           windows, loaded 2-core CPU).
   paper10 `paper` on the thesis' 10-fold protocol (fold_protocol='kfold',
