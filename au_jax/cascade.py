@@ -210,9 +210,9 @@ def _variables(directory: str) -> dict[str, Any]:
 def checkpoint_scorer(config: ml_collections.ConfigDict, workdir: str,
                       fold, data: input_pipeline.FoldData,
                       split: str = 'test') -> Scorer:
-  """Scores rows of `split` of `data` (all_views_data) with run (fold, view, AU): its best
-  checkpoint, its test_results' threshold and median window (fitted on
-  validation), else config.threshold and window 1."""
+  """Scores rows of `split` of `data` (all_views_data) with run (fold,
+  view, AU): its best checkpoint, its test_results' threshold and median
+  window (fitted on validation), else config.threshold and window 1."""
   def score(view, au, rows):
     key = runs.RunKey(fold, view, au)
     run_config = runs.run_config(config, key)

@@ -110,8 +110,7 @@ def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match=r'configs/aunets.py:view'):
     cascade.evaluate_fold(config, workdir, 1)  # No view classifier yet.
   # The whole fold: a view classifier that puts every frame in view 2.
-  from configs import aunets as configs_aunets  # pylint: disable=g-import-not-at-top
-  view_config = configs_aunets.get_config('view')
+  view_config = aunets_config.get_config('view')
   for field, value in dict(dataset_config='tiny', data_dir=tiny_data_dir,
                            resize_size=40, crop_size=32,
                            eval_batch_size=8).items():
