@@ -108,6 +108,8 @@ def view_classifier_config() -> ml_collections.ConfigDict:
   emonet = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(emonet)
   config = emonet.get_config('cpu')
+  config.dataset = 'synthetic_au'
+  config.dataset_config = 'multiview'  # The views to tell apart.
   config.classify_field = 'view'
   config.num_classes = 9  # Views 1-9 (classify: class = view - 1).
   config.flip = False  # A mirror turns a left yaw into a right yaw.
