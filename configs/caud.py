@@ -35,8 +35,11 @@ Variants (`get_config(arg)`):
           (AUC 54.8), frozen random trunk 41.2 (55.2), all layers from
           scratch (frozen='', no init_from) 47.4 (71.0). The comparison
           with the EmoNet that learned (configs/emonet.py, 65.6% held-out)
-          is the ABLATION above (README: command; not finished in this
-          session on the loaded CPU). Trainer speed: ~160-210 img/s with the
+          is the ABLATION above, measured 2026-11-28 (300 steps per row,
+          2 seeds; README has the command and per-AU table): frozen
+          EmoNet trunk 50.0 +- 0.2 mean F1 (AP 53.6), frozen random trunk
+          38.2 +- 2.1 (35.4), all layers from scratch 47.5 +- 0.9 (52.0);
+          all-positive 45.6. Trainer speed: ~160-210 img/s with the
           frozen trunk vs ~97 img/s training all layers (median of logged
           windows, loaded 2-core CPU).
   paper10 `paper` on the thesis' 10-fold protocol (fold_protocol='kfold',
