@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -267,3 +268,46 @@ def test_initialize_single_process_and_bad_flags(monkeypatch):
   # One process in this test: the helpers are the identity.
   assert distributed.allgather_text('x') == ['x']
   assert distributed.all_agree(True) and not distributed.all_agree(False)
+
+
+@pytest.mark.skipif(
+    not os.environ.get('AU_JAX_SLOW_TESTS'),
+    reason='3 more jobs, ~1 CPU-minute: set AU_JAX_SLOW_TESTS=1')
+def test_sigkilled_two_process_job_resumes(tiny_data_dir, tmp_path):
+  """Both processes SIGKILLed mid-run after a checkpoint; the same command
+  resumes and ends where 1 process x 1 device ends uninterrupted."""
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  reference = _start(_main_args(tiny_data_dir, one, 8), 1,
+                     str(tmp_path / 'one.log'))
+  killed = _two_processes(tiny_data_dir, two, 8, str(tmp_path / 'two_a'))
+  checkpoints = os.path.join(two, RUN, 'checkpoints')
+  try:
+    deadline = time.time() + TIMEOUT_S
+    while not (os.path.isdir(checkpoints) and any(
+        d.isdigit() for d in os.listdir(checkpoints))):
+      assert time.time() < deadline, 'no checkpoint before the timeout'
+      assert all(p.poll() is None for p in killed), 'a process exited'
+      time.sleep(0.1)
+  finally:
+    for process in killed:
+      if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+      process.wait()
+  assert [p.returncode for p in killed] == [-signal.SIGKILL] * 2
+  _finish(_two_processes(tiny_data_dir, two, 8, str(tmp_path / 'two_b'))
+          + [reference])
+  for index in range(2):
+    with open(tmp_path / f'two_b.p{index}.log', encoding='utf-8') as f:
+      resumed = [l for l in f if 'Resumed fold_1 from step' in l]
+    assert resumed, index
+    assert int(resumed[0].split('from step ')[1].split()[0]) < 8
+  a, _ = checkpointing.restore_raw(os.path.join(one, RUN))
+  b, _ = checkpointing.restore_raw(os.path.join(two, RUN))
+  for x, y in zip(jax.tree_util.tree_leaves(a['params']),
+                  jax.tree_util.tree_leaves(b['params'])):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+  lines = [l['step'] for l in _metrics(two) if 'train_loss' in l]
+  assert lines == sorted(set(lines)) and lines[-1] == 8, lines
+  np.testing.assert_allclose(
+      list(_by_step(_metrics(two), 'train_loss').values()),
+      list(_by_step(_metrics(one), 'train_loss').values()), rtol=1e-4)
