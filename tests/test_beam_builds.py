@@ -27,7 +27,7 @@ from array_record.python import array_record_module
 
 from au_jax import prepare
 from au_jax.preprocess import frames
-import test_real_builders as real  # Its build/records/dummy_dir helpers.
+import builder_testing as real  # build, records, dummy_dir.
 
 REAL = ('bp4d', 'disfa', 'unbc_mcmaster', 'fera2017')
 # The DirectRunner's batch engine. beam.runners.DirectRunner() (2.77) first

@@ -11,32 +11,20 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from au_jax import aus
 from au_jax import folds
-from au_jax import prepare
 from au_jax.preprocess import face as face_lib
 from data_builders.ck_plus import ck_plus_dataset_builder as ck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DUMMY = os.path.join(ROOT, 'data_builders', 'ck_plus', 'dummy_data')
 UNKNOWN = [-1] * len(aus.DATASET_AUS['ck_plus'])
+from builder_testing import build  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _build(data_dir, manual_dir=DUMMY):
-  old = os.environ.get('AU_JAX_BUILD_WORKERS')
-  os.environ['AU_JAX_BUILD_WORKERS'] = '0'
-  try:
-    builder = prepare.get_builder('ck_plus', 'tiny', data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir))
-  finally:
-    if old is None:
-      del os.environ['AU_JAX_BUILD_WORKERS']
-    else:
-      os.environ['AU_JAX_BUILD_WORKERS'] = old
-  return builder
+  return build('ck_plus', 'tiny', data_dir, manual_dir)
 
 
 @pytest.fixture(scope='module')
@@ -158,17 +146,7 @@ RAFD_DUMMY = os.path.join(ROOT, 'data_builders', 'rafd', 'dummy_data')
 
 def test_rafd_pictures_emotions_and_views(tmp_path):
   from data_builders.rafd import rafd_dataset_builder as rafd  # pylint: disable=g-import-not-at-top
-  old = os.environ.get('AU_JAX_BUILD_WORKERS')
-  os.environ['AU_JAX_BUILD_WORKERS'] = '0'
-  try:
-    builder = prepare.get_builder('rafd', 'tiny', str(tmp_path / 'out'))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=RAFD_DUMMY))
-  finally:
-    if old is None:
-      del os.environ['AU_JAX_BUILD_WORKERS']
-    else:
-      os.environ['AU_JAX_BUILD_WORKERS'] = old
+  builder = build('rafd', 'tiny', str(tmp_path / 'out'), RAFD_DUMMY)
   got = {}
   for split in builder.info.splits:
     source = builder.as_data_source(split=split)

@@ -7,11 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from au_jax import aus
 from au_jax import mixing
-from au_jax import prepare
 from data_builders import identity_faces
 from data_builders.celeba import celeba_dataset_builder as celeba
 from data_builders.celeba import make_dummy_data as celeba_dummy
@@ -22,16 +20,7 @@ from data_builders.vggface2 import vggface2_dataset_builder as vggface2
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def dummy_dir(name: str) -> str:
-  return os.path.join(ROOT, 'data_builders', name, 'dummy_data')
-
-
-def rows_of(builder) -> dict[str, list[dict]]:
-  out = {}
-  for split in builder.info.splits:
-    source = builder.as_data_source(split=split)
-    out[split] = [source[i] for i in range(len(source))]
-  return out
+from builder_testing import build, dummy_dir, records  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.fixture(scope='module')
@@ -39,16 +28,13 @@ def built(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('identity'))
   builders = {}
   for name in ('lfw', 'celeba', 'vggface2'):
-    builder = prepare.get_builder(name, 'tiny', data_dir)
     # No AU_JAX_BUILD_WORKERS: identity sets build in-process by default.
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=dummy_dir(name)))
-    builders[name] = builder
+    builders[name] = build(name, 'tiny', data_dir, workers=None)
   return builders
 
 
 def test_lfw_records(built):
-  rows = rows_of(built['lfw'])
+  rows = records(built['lfw'])
   # One split per person, '-' -> '_'; identity = index of the sorted names.
   assert sorted(rows) == ['Ada_Example', 'Jean_Luc_Sample', 'Solo_Person']
   got = {(r['subject'].decode(), r['sequence'].decode(),
@@ -74,7 +60,7 @@ def test_lfw_records(built):
 
 
 def test_celeba_records(built):
-  rows = rows_of(built['celeba'])
+  rows = records(built['celeba'])
   assert sorted(rows) == ['id02880', 'id02937', 'id08692']
   got = {split: [(r['subject'].decode(), int(r['identity']),
                   int(r['frame_index']), r['sequence'].decode())
@@ -91,7 +77,7 @@ def test_celeba_records(built):
 
 
 def test_vggface2_records(built):
-  rows = rows_of(built['vggface2'])
+  rows = records(built['vggface2'])
   got = {split: [(r['subject'].decode(), int(r['identity']),
                   r['sequence'].decode(), int(r['frame_index']))
                  for r in split_rows] for split, split_rows in rows.items()}

@@ -10,7 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from au_jax import folds
 from au_jax import prepare
@@ -23,33 +22,7 @@ from data_builders.unbc_mcmaster import make_dummy_data as unbc_dummy
 from data_builders.unbc_mcmaster import unbc_mcmaster_dataset_builder as unbc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def dummy_dir(name: str) -> str:
-  return os.path.join(ROOT, 'data_builders', name, 'dummy_data')
-
-
-def build(name, config, data_dir, manual_dir=None, workers='0'):
-  old = os.environ.get('AU_JAX_BUILD_WORKERS')
-  os.environ['AU_JAX_BUILD_WORKERS'] = workers
-  try:
-    builder = prepare.get_builder(name, config, data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir or dummy_dir(name)))
-  finally:
-    if old is None:
-      del os.environ['AU_JAX_BUILD_WORKERS']
-    else:
-      os.environ['AU_JAX_BUILD_WORKERS'] = old
-  return builder
-
-
-def records(builder) -> dict[str, list[dict]]:
-  out = {}
-  for split in builder.info.splits:
-    source = builder.as_data_source(split=split)
-    out[split] = [source[i] for i in range(len(source))]
-  return out
+from builder_testing import build, dummy_dir, records  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.fixture(scope='module')
