@@ -124,6 +124,26 @@ def view_classifier_config() -> ml_collections.ConfigDict:
   return config
 
 
+def _cpu_sized(config: ml_collections.ConfigDict) -> None:
+  """The CPU budget shared by the ablation and multiview variants: VGG-16 at
+  width 1/8, 32 px crops from 40, fold 1, from scratch, Adam 1e-3 for 250
+  steps, thresholds tuned on validation, no grain workers."""
+  config.model.width_multiplier = 1 / 8
+  config.resize_size = 40
+  config.crop_size = 32
+  config.folds = '1'
+  config.init_from = None
+  config.learning_rate = 1e-3
+  config.tune_thresholds = True
+  config.num_train_steps = 250
+  config.log_every_steps = 50
+  config.eval_every_steps = 125
+  config.checkpoint_every_steps = 125
+  config.max_validation_frames = 300
+  config.num_workers = 0
+  config.progress_bar = False
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == 'view':
     return view_classifier_config()
@@ -224,22 +244,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset = 'synthetic_au'
     config.dataset_config = 'default'
     config.aus = (12,)
-    config.model.width_multiplier = 1 / 8
-    config.resize_size = 40
-    config.crop_size = 32
-    config.folds = '1'
-    config.init_from = None
-    config.learning_rate = 1e-3
-    config.tune_thresholds = True
+    _cpu_sized(config)
     with config.ignore_type():  # 'tune' (str) in the base config.
       config.median_window = 7
-    config.num_train_steps = 250
-    config.log_every_steps = 50
-    config.eval_every_steps = 125
-    config.checkpoint_every_steps = 125
-    config.max_validation_frames = 300
-    config.num_workers = 0
-    config.progress_bar = False
   elif variant == 'multiview':
     # The FERA 2017 cascade on synthetic_au/multiview: one AUNet per view
     # and AU (views 1-9, frontal 5 first), routed at test time by the view
@@ -255,21 +262,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset = 'synthetic_au'
     config.dataset_config = 'multiview'
     config.aus = (1, 12, 15, 23)
-    config.model.width_multiplier = 1 / 8
-    config.resize_size = 40
-    config.crop_size = 32
-    config.folds = '1'
-    config.init_from = None
-    config.learning_rate = 1e-3
+    _cpu_sized(config)
     config.weight_decay = 5e-3
-    config.tune_thresholds = True
-    config.num_train_steps = 250
-    config.log_every_steps = 50
-    config.eval_every_steps = 125
-    config.checkpoint_every_steps = 125
-    config.max_validation_frames = 300
-    config.num_workers = 0
-    config.progress_bar = False
     config.one_model_per = ('view', 'au')
     config.views = (5, 1, 2, 3, 4, 6, 7, 8, 9)
     config.view_rule = 'sum'  # A video's view: argmax of summed probs.
