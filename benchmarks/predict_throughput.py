@@ -22,17 +22,15 @@ Then, with --memory, predicts a video --memory_factor times longer and
 prints the peak resident memory (RSS, sampled every 20 ms) of each run:
 streaming means the two peaks match.
 
-Measured 2026-11-28 on the 2-core CPU shared with other engineers' jobs
-(load average 7-11, so every figure is noisy), XLA:CPU float32, 2 faces per
-frame:
-  --frames=250 (batch 32): 8.5 frames/s; per frame: decode 1.1 ms (thread),
-    wait 3.6, detect+track 31.6, crop+normalise 2.6, model 79.6, write 0.1;
-    peak RSS 1157 MiB, 1197 MiB on the 4x longer video.
-  --frames=500 --batch_size=64: 11.8 frames/s (detect+track 21.1, model
-    59.8 ms per frame); peak RSS 1509 MiB, 1568 MiB on 2,000 frames
-    (7.7 frames/s there, load ~10).
-The model (DRML 90x90, ~40 ms per face here) is the bottleneck. No GPU was
-lent to this task, so there are no GPU figures.
+Measured 2026-11-28, this 2-core CPU with the one other job paused (load
+average 1.9), XLA:CPU float32, 2 faces per frame, batch 32:
+  --frames=250: 61.4 frames/s; per frame: decode 0.62 ms (thread), wait
+    0.47, detect+track 12.54, crop+normalise 0.76, model 2.40 (dispatch and
+    read-back; the compute overlaps detection), write 0.06; peak RSS 868
+    MiB, 897 MiB (61.9 frames/s) on the 4x longer video.
+  Before DRML's convolutions ran as channel blocks on CPU
+  (au_jax/models/conv.py): 20.9 frames/s, model 36.1 ms per frame.
+No GPU was lent to this task, so there are no GPU figures.
 """
 
 import os
