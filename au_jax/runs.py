@@ -3,7 +3,8 @@
 A config describes a *method*; training it may take several runs:
   * `config.one_model_per`: () one model for the fold (DRML, LP-Net, CAUD),
     ('au',) one model per AU (AUNets), ('view', 'au') one per view and AU
-    (AUNets' FERA 2017 cascade);
+    (AUNets' FERA 2017 cascade; with `config.adapt_views_from` = v every
+    other view's run starts from view v's finished run, `run_config`);
   * `config.stage_order`: ordered stage names (LP-Net: 'stem', 'lnet',
     'pnet'), each with an overlay `config.stages[name]` that may only set
     fields the base config already has (a typo is an error, not a new field).
@@ -226,6 +227,14 @@ def plan(config: ml_collections.ConfigDict) -> list[RunKey]:
   if shared is not None and 'au' in per:
     # One model per AU: the AUs the test dataset lacks are not trained.
     au_list = shared
+  adapt_from = config.get('adapt_views_from')
+  if adapt_from is not None:
+    if 'view' not in per or not views or views[0] != adapt_from:
+      raise ValueError(
+          f'config.adapt_views_from={adapt_from!r}: the other views start '
+          f"from this view's models, so it must be the first of "
+          f"config.views={tuple(config.get('views') or ())} with "
+          f"one_model_per containing 'view' (got {per}).")
   stages = stage_names(config)
   return [RunKey(fold, view, au, stage)
           for fold in folds for view in views for au in au_list
@@ -250,6 +259,17 @@ def run_config(config: ml_collections.ConfigDict,
       result.aus = (int(key.au),)
     if key.view is not None:
       result.views = (int(key.view),)
+    adapt_from = result.get('adapt_views_from')
+    if (adapt_from is not None and key.view is not None
+        and int(key.view) != int(adapt_from)):
+      # AUNets' domain adaptation: every other view starts from the
+      # adapt_views_from view's finished model of the same fold, AU and
+      # stage (the paper: frontal from the BP4D models, the rest from the
+      # frontal one); that view itself keeps config.init_from.
+      result.init_from = ml_collections.ConfigDict(dict(
+          method=None, dataset=None, dataset_config=None, fold=None,
+          view=int(adapt_from), au=None, stage=None, params=None,
+          config=None, classify_field=None))
     result.run_fold = key.fold
     result.run_view = key.view
     result.run_au = key.au

@@ -49,8 +49,9 @@ Variants (`get_config(arg)`):
           synthetic_au/multiview, the CPU EmoNet recipe; the paper uses
           GoogLeNet): train it before `multiview`.
   multiview  the FERA 2017 cascade on synthetic_au/multiview: one AUNet per
-          view and AU (one_model_per=('view', 'au'), frontal view 5 first),
-          test videos routed by the view classifier (au_jax/cascade.py).
+          view and AU (one_model_per=('view', 'au'), frontal view 5 first,
+          the other views adapted from it: adapt_views_from=5), test videos
+          routed by the view classifier (au_jax/cascade.py).
 
 Flow (config.flow): batch['flow'] is computed in the input pipeline from
 the neighbouring record (input_pipeline._FlowSource; DIS by default,
@@ -193,6 +194,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.lr_mults = ()
   config.init_from = emonet_init('paper')
   config.one_model_per = ('au',)
+  # With one_model_per ('view', 'au'): the view every other view's models
+  # start from (runs.run_config; the paper's domain adaptation); None =
+  # every view from config.init_from.
+  config.adapt_views_from = ml_collections.FieldReference(None, field_type=int)
   config.stage_order = ()
   config.stages = ml_collections.ConfigDict()
   config.classify_field = ''
@@ -253,12 +258,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # classifier (configs/aunets.py:view, trained first on the same fold):
     #   python -m au_jax.main --config=configs/aunets.py:view
     #   python -m au_jax.main --config=configs/aunets.py:multiview
-    # Named deviations: CPU-sized as the ablation variant (VGG-16 at width
-    # 1/8, 32 px crops from 40, Adam 1e-3, 250 steps per model); every
-    # view's models start from scratch, not the paper's chain (frontal from
-    # the BP4D models, the other views from the frontal one); weight decay
-    # 5e-3 as the paper's per-view models. One model for all views (the
-    # comparison): --config.one_model_per='("au",)' --config.views='()'.
+    # The paper's chain: the frontal view's models first, every other
+    # view's from them (adapt_views_from=5). Named deviations: CPU-sized as
+    # the ablation variant (VGG-16 at width 1/8, 32 px crops from 40, Adam
+    # 1e-3, 250 steps per model); the frontal models start from scratch,
+    # not from BP4D models; weight decay 5e-3 as the paper's per-view
+    # models. Every view from scratch: --config.adapt_views_from=None. One
+    # model for all views (the comparison):
+    # --config.one_model_per='("au",)' --config.views='()'
+    # --config.adapt_views_from=None.
     config.dataset = 'synthetic_au'
     config.dataset_config = 'multiview'
     config.aus = (1, 12, 15, 23)
@@ -266,6 +274,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.weight_decay = 5e-3
     config.one_model_per = ('view', 'au')
     config.views = (5, 1, 2, 3, 4, 6, 7, 8, 9)
+    config.adapt_views_from = 5
     config.view_rule = 'sum'  # A video's view: argmax of summed probs.
   elif variant == 'test':
     config.dataset = 'synthetic_au'

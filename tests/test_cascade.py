@@ -136,3 +136,56 @@ def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
   stored = checkpointing.read_test_results(
       runs.run_dir(config, workdir, runs.RunKey(1)))
   np.testing.assert_array_equal(stored['routed_view'], results['routed_view'])
+
+
+def _per_view_config(views=(5, 4, 6), adapt_views_from=5):
+  from configs import aunets as aunets_config  # pylint: disable=g-import-not-at-top
+  config = aunets_config.get_config('test')
+  config.aus = (12,)
+  config.one_model_per = ('view', 'au')
+  config.views = views
+  config.adapt_views_from = adapt_views_from
+  return config
+
+
+def test_other_views_start_from_the_adapt_view(tmp_path):
+  """The paper's chain: views 4 and 6 load view 5's finished run of the same
+  fold and AU; view 5 keeps config.init_from (EmoNet)."""
+  from au_jax import models  # pylint: disable=g-import-not-at-top
+  from au_jax import train  # pylint: disable=g-import-not-at-top
+  config = _per_view_config()
+  assert [k.view for k in runs.plan(config)] == [5, 4, 6]
+  frontal = runs.run_config(config, runs.RunKey(1, 5, 12))
+  assert frontal.init_from.classify_field == 'emotion'
+  workdir = str(tmp_path)
+  variables = jax.eval_shape(
+      lambda b: models.create(frontal).init(jax.random.key(0), b,
+                                            train=False),
+      train.example_batch(frontal))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(
+      s.dtype), variables['params'])
+  checkpointing.save_weights_only(
+      runs.run_dir(config, workdir, runs.RunKey(1, 5, 12)),
+      {'params': params}, 7, {}, 1)
+  for view in (4, 6):
+    adapted = runs.run_config(config, runs.RunKey(1, view, 12))
+    assert adapted.init_from.view == 5
+    assert runs.source_run_dir(adapted, workdir) == runs.run_dir(
+        config, workdir, runs.RunKey(1, 5, 12))
+    fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                         variables['params'])
+    loaded, report = runs.load_init_from(adapted, workdir,
+                                         {'params': fresh})
+    assert report['step'] == 7 and not report['not_in_source']
+    jax.tree.map(np.testing.assert_array_equal, loaded['params'], params)
+  # Without the chain every view starts from config.init_from.
+  config.adapt_views_from = None
+  assert runs.run_config(config, runs.RunKey(1, 4, 12)).init_from.view is None
+
+
+def test_adapt_view_must_train_first():
+  with pytest.raises(ValueError, match=r'adapt_views_from=5.*first'):
+    runs.plan(_per_view_config(views=(4, 5, 6)))
+  with pytest.raises(ValueError, match=r'adapt_views_from=5'):
+    runs.plan(_per_view_config(views=(4, 6)))
