@@ -24,7 +24,6 @@ score in (0, 1), not a calibrated probability.
 """
 
 import dataclasses
-import functools
 
 import cv2
 import numpy as np
@@ -83,19 +82,6 @@ class Face:
   confidence: float
 
 
-@functools.lru_cache(maxsize=None)
-def _cascade() -> cv2.CascadeClassifier:
-  # Same file as face_lib; loaded here once more because face_lib only
-  # exposes the largest-face detector.
-  path = cv2.data.haarcascades + 'haarcascade_frontalface_default.xml'
-  cascade = cv2.CascadeClassifier(path)
-  if cascade.empty():
-    raise FileNotFoundError(
-        f'OpenCV Haar cascade {path} is missing: install '
-        'opencv-contrib-python-headless 4.x.')
-  return cascade
-
-
 def _gray(image: np.ndarray) -> np.ndarray:
   return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
@@ -107,7 +93,8 @@ def _haar(gray: np.ndarray, scale_factor: float, min_side: int,
                 minSize=(min_side, min_side), outputRejectLevels=True)
   if max_side:
     kwargs['maxSize'] = (max_side, max_side)
-  boxes, _, weights = _cascade().detectMultiScale3(gray, **kwargs)
+  boxes, _, weights = face_lib.haar_cascade(
+      'haarcascade_frontalface_default.xml').detectMultiScale3(gray, **kwargs)
   if len(boxes) == 0:
     return np.zeros((0, 4)), np.zeros((0,))
   weights = np.asarray(weights, np.float64).reshape(-1)

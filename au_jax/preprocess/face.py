@@ -87,7 +87,9 @@ class FaceResult:
 
 
 @functools.lru_cache(maxsize=None)
-def _cascade(name: str) -> cv2.CascadeClassifier:
+def haar_cascade(name: str) -> cv2.CascadeClassifier:
+  """One of OpenCV's bundled Haar cascades (loaded once), e.g.
+  'haarcascade_frontalface_default.xml'; a clear error if it is missing."""
   path = cv2.data.haarcascades + name
   cascade = cv2.CascadeClassifier(path)
   if cascade.empty():
@@ -123,7 +125,7 @@ def detect_face(image: np.ndarray, max_side: int = 480,
     gray = cv2.resize(gray, None, fx=scale, fy=scale,
                       interpolation=cv2.INTER_AREA)
   min_side = max(20, int(min_face_fraction * min(gray.shape)))
-  boxes = _cascade('haarcascade_frontalface_default.xml').detectMultiScale(
+  boxes = haar_cascade('haarcascade_frontalface_default.xml').detectMultiScale(
       gray, scaleFactor=scale_factor, minNeighbors=5,
       minSize=(min_side, min_side))
   if len(boxes) == 0:
@@ -164,7 +166,7 @@ def detect_eyes(image: np.ndarray,
 def _eye_pair(roi, width, left, top, middle, w):
   """Best eye pair of `roi` searched at `width` pixels, frame coords."""
   zoom = width / roi.shape[1]
-  found = _cascade('haarcascade_eye.xml').detectMultiScale(
+  found = haar_cascade('haarcascade_eye.xml').detectMultiScale(
       cv2.resize(roi, None, fx=zoom, fy=zoom), scaleFactor=1.1,
       minNeighbors=3, minSize=(width // 10, width // 10))
   centres = [(left + (a + s / 2) / zoom, top + (b + s / 2) / zoom, s)
