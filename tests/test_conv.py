@@ -45,6 +45,7 @@ def test_blocked_conv_matches_float64_reference(cin, cout, stride, block):
 
 @pytest.mark.parametrize('padding,strides', [('SAME', (1, 1)),
                                              ('VALID', (2, 2)),
+                                             (1, (1, 1)),  # VGG's form.
                                              ([(1, 2), (0, 1)], (1, 1))])
 def test_conv_module_has_nn_conv_parameters_and_outputs(padding, strides):
   x = jax.random.normal(jax.random.key(0), (2, 12, 10, 24))

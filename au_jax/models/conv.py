@@ -89,6 +89,19 @@ def blocked_conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1),
   return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, -1)
 
 
+def _lax_padding(padding: Any) -> str | list[tuple[int, int]]:
+  """nn.Conv's padding forms ('SAME', 'VALID', an int, ints or pairs per
+  spatial dimension) as lax.conv_general_dilated wants them."""
+  if isinstance(padding, str):
+    if padding.upper() not in ('SAME', 'VALID'):
+      raise ValueError(f'conv.Conv: padding {padding!r} is not supported; '
+                       "use 'SAME', 'VALID' or explicit sizes.")
+    return padding.upper()
+  if isinstance(padding, int):
+    return [(padding, padding)] * 2
+  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+
+
 class Conv(nn.Module):
   """nn.Conv's parameters and function (NHWC, no dilation, no groups).
 
@@ -101,7 +114,7 @@ class Conv(nn.Module):
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int] = (1, 1)
-  padding: str | Sequence[tuple[int, int]] = 'SAME'
+  padding: Any = 'SAME'
   use_bias: bool = True
   dtype: Any = None
   param_dtype: Any = jnp.float32
@@ -118,9 +131,7 @@ class Conv(nn.Module):
                        self.param_dtype) if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                               dtype=self.dtype)
-    padding = self.padding
-    if isinstance(padding, str):
-      padding = padding.upper()
+    padding = _lax_padding(self.padding)
     if resolve_implementation(self.implementation) == 'blocked':
       y = blocked_conv(x, kernel, self.strides, padding)
     else:
