@@ -185,12 +185,17 @@ def _decision_rule(directory: str, config, aus) -> tuple[np.ndarray,
 def _restore(directory: str) -> tuple[dict[str, Any], int]:
   """(variables, step) of a run directory; ValueError (one line) when it
   has no finished step."""
-  if not os.path.isdir(os.path.join(directory, 'checkpoints')):
-    raise ValueError(f'Run directory {directory} has no checkpoints/: no '
-                     'finished training step.')
+  weights_only = os.path.isfile(os.path.join(
+      directory, checkpointing.WEIGHTS_DIR, checkpointing.FINISHED))
+  if not (weights_only
+          or os.path.isdir(os.path.join(directory, 'checkpoints'))):
+    raise ValueError(f'Run directory {directory} has no checkpoints/ (nor '
+                     f'{checkpointing.WEIGHTS_DIR}/): no finished training '
+                     'step.')
   try:
     # The best step by validation, else the newest intact one.
-    state, step = checkpointing.restore_raw(directory)
+    state, step = (checkpointing.restore_weights_only(directory)
+                   if weights_only else checkpointing.restore_raw(directory))
   except FileNotFoundError as error:
     raise ValueError(str(error).splitlines()[0]) from None
   variables = {'params': state['params']}

@@ -270,6 +270,23 @@ def test_bad_checkpoint_is_one_line_error(run_dir, tmp_path):
     predict.load_run(str(tmp_path))
 
 
+def test_weights_only_run_loads_its_best_weights(run, run_dir, tmp_path):
+  """A finished run that kept weights only (config.keep_weights_only, as
+  AUNets' per-AU runs do: best_weights/, no checkpoints/) is predictable."""
+  directory = tmp_path / 'run'
+  directory.mkdir()
+  for name in ('config.json', 'test_results.json'):
+    (directory / name).write_text(open(os.path.join(run_dir, name)).read())
+  params = jax.tree.map(lambda x: np.asarray(x) + 1.0,
+                        run.variables['params'])
+  checkpointing.save_weights_only(
+      str(directory), {'params': params,
+                       'batch_stats': run.variables['batch_stats']}, 5, {}, 5)
+  loaded = predict.load_run(str(directory))
+  jax.tree.map(np.testing.assert_array_equal, loaded.variables['params'],
+               params)
+
+
 def test_run_decision_rule_is_read(run):
   np.testing.assert_allclose(run.thresholds, THRESHOLDS)
   np.testing.assert_array_equal(run.median_windows, RUN_WINDOW)
