@@ -192,11 +192,17 @@ def tsne_2d(features: np.ndarray, seed: int = 0,
 
 
 def same_subject_neighbour_rate(features: np.ndarray,
-                                subjects: Sequence[Any]) -> float:
+                                subjects: Sequence[Any],
+                                videos: Sequence[Any] | None = None) -> float:
   """Fraction of frames whose nearest other frame (cosine distance, in the
   full feature space, not the t-SNE map) shows the same subject: near 1
   when features cluster by person, near the chance rate sum_s (n_s/N)^2
-  when they carry no identity. The number printed beside the picture."""
+  when they carry no identity. The number printed beside the picture.
+
+  With `videos` (one id per frame), frames of a frame's own video are not
+  candidates: consecutive frames of one video are near-copies, so without
+  this the rate is high for any features; with it, it asks whether the
+  features find the person again in another video."""
   features = np.asarray(features, np.float64)
   subjects = np.asarray(subjects)
   if features.shape[0] != subjects.shape[0] or features.shape[0] < 2:
@@ -206,17 +212,30 @@ def same_subject_neighbour_rate(features: np.ndarray,
       np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
   similarity = unit @ unit.T
   np.fill_diagonal(similarity, -np.inf)
+  if videos is not None:
+    videos = np.asarray(videos)
+    if videos.shape != subjects.shape:
+      raise ValueError(f'videos have shape {videos.shape}; expected '
+                       f'{subjects.shape} (one id per frame).')
+    same = videos[:, None] == videos[None, :]
+    if same.all(axis=1).any():
+      raise ValueError('every frame is in one video: no other video to '
+                       'search.')
+    similarity = np.where(same, -np.inf, similarity)
   nearest = np.argmax(similarity, axis=1)
   return float(np.mean(subjects[nearest] == subjects))
 
 
 def plot_feature_tsne(panels: Mapping[str, np.ndarray],
                       subjects: Sequence[Any], au_labels: np.ndarray,
-                      au: int, path: str, seed: int = 0) -> dict[str, float]:
+                      au: int, path: str, seed: int = 0,
+                      videos: Sequence[Any] | None = None
+                      ) -> dict[str, float]:
   """One column per entry of `panels` ({title: features [N, D]}, the same N
   frames in each): t-SNE coloured by subject (top) and by AU `au`'s label
   (bottom; 1 present, 0 absent, -1 unknown in grey). Writes `path` (PNG)
-  and returns {title: same_subject_neighbour_rate}."""
+  and returns {title: same_subject_neighbour_rate} (with `videos`: the
+  nearest frame of another video)."""
   subjects = np.asarray(subjects).astype(str)
   au_labels = np.asarray(au_labels)
   if not panels:
@@ -236,12 +255,13 @@ def plot_feature_tsne(panels: Mapping[str, np.ndarray],
   rates = {}
   for column, (title, features) in enumerate(panels.items()):
     points = tsne_2d(features, seed=seed)
-    rates[title] = same_subject_neighbour_rate(features, subjects)
+    rates[title] = same_subject_neighbour_rate(features, subjects, videos)
     top, bottom = axes[0, column], axes[1, column]
     top.scatter(points[:, 0], points[:, 1], s=6,
                 c=[colours(i % colours.N) for i in colour_index])
-    top.set_title(f'{title}\nby subject (same-subject nearest neighbour '
-                  f'{100 * rates[title]:.0f}%)', fontsize='small')
+    where = '' if videos is None else ' in another video'
+    top.set_title(f'{title}\nby subject (nearest frame{where}: same '
+                  f'subject {100 * rates[title]:.0f}%)', fontsize='small')
     for value, colour, name in ((-1, 'lightgrey', 'unknown'),
                                 (0, 'tab:blue', 'absent'),
                                 (1, 'tab:red', 'present')):
@@ -270,8 +290,8 @@ def run_features(directory: str, split: str | None = None,
   """The features a trained run's AU classifier sees (`aux['features']`;
   IdenNet: fc6 - fc5, or fc6 without the identity branch), on `split` of
   the run's own fold ('test' by default, 'validation' for a fold-'all'
-  run). Returns {'features' [N, D], 'subject' [N], 'labels' [N, C],
-  'aus' [C]} over an evenly spaced subset of at most `max_frames` frames."""
+  run). Returns {'features' [N, D], 'subject' [N], 'sequence' [N],
+  'labels' [N, C], 'aus' [C]} over an evenly spaced subset of at most `max_frames` frames."""
   # Imported here: plotting results needs none of the model stack.
   import jax  # pylint: disable=g-import-not-at-top
   from au_jax import device_transforms  # pylint: disable=g-import-not-at-top
@@ -296,7 +316,7 @@ def run_features(directory: str, split: str | None = None,
     _, aux = run.model.apply(variables, batch, train=False)
     return aux['features']
 
-  out = {'features': [], 'subject': [], 'labels': []}
+  out = {'features': [], 'subject': [], 'sequence': [], 'labels': []}
   for batch in input_pipeline.eval_batches(config, data, split, max_frames):
     mask = np.asarray(batch['mask'], bool)
     inputs = {k: v for k, v in batch.items()
@@ -305,6 +325,8 @@ def run_features(directory: str, split: str | None = None,
         features_of(run.variables, inputs), np.float32)[mask])
     out['subject'].append(transforms.decode_text_ids(
         np.asarray(batch['subject_code'])[mask]))
+    out['sequence'].append(transforms.decode_text_ids(
+        np.asarray(batch['sequence_code'])[mask]))
     out['labels'].append(np.asarray(batch['au_occurrence'])[mask])
   result = {k: np.concatenate(v) for k, v in out.items()}
   result['aus'] = np.asarray(config.aus)
@@ -328,9 +350,12 @@ def feature_tsne_figure(run_dirs: Mapping[str, str], au: int, path: str,
   aus = [int(a) for a in first['aus']]
   if au not in aus:
     raise ValueError(f'AU {au} is not among the runs\' AUs {aus}.')
+  videos = np.char.add(np.char.add(first['subject'].astype(str), '/'),
+                       first['sequence'].astype(str))
   return plot_feature_tsne(
       {title: got['features'] for title, got in collected.items()},
-      first['subject'], first['labels'][:, aus.index(au)], au, path)
+      first['subject'], first['labels'][:, aus.index(au)], au, path,
+      videos=videos)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -354,7 +379,8 @@ def main(argv: Sequence[str]) -> None:
   rates = feature_tsne_figure(run_dirs, args.au, args.out, args.max_frames,
                               args.data_dir)
   for title, rate in rates.items():
-    print(f'{title}: same-subject nearest neighbour {100 * rate:.1f}%')
+    print(f'{title}: nearest frame in another video shows the same '
+          f'subject for {100 * rate:.1f}% of frames')
   print(f'Written {args.out}')
 
 

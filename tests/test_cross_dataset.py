@@ -219,6 +219,7 @@ def test_run_features_of_a_trained_run(cross_run):
   # 2 videos x 8 frames; features are fc6 - fc5, hidden_size 32 / 2 (MFM).
   assert got['features'].shape == (16, 16)
   assert set(got['subject'].tolist()) == {'S04'}
+  assert len(set(got['sequence'].tolist())) == 2
   assert got['labels'].shape == (16, len(aus.BP4D_AUS))
   np.testing.assert_array_equal(got['aus'], aus.BP4D_AUS)
   assert np.isfinite(got['features']).all()

@@ -325,6 +325,19 @@ def test_same_subject_neighbour_rate_by_hand():
       features, list('abbb')) == 0.5
   with pytest.raises(ValueError, match='3 subjects'):
     visualize.same_subject_neighbour_rate(features, list('abb'))
+  # Subjects a a a b in videos v v w x. Rows 0 and 1 may not pick each
+  # other (same video): both go to row 3 (cosine 0.11 and 0.22 vs 0 and
+  # 0.11 for row 2), subject b: misses. Row 2 -> row 3 (0.99): miss; row
+  # 3 -> row 2: miss.
+  assert visualize.same_subject_neighbour_rate(
+      features, list('aaab'), videos=list('vvwx')) == 0.0
+  # Same subjects without the video rule: rows 0, 1 hit each other, 2 -> 3
+  # miss, 3 -> 2 miss.
+  assert visualize.same_subject_neighbour_rate(features, list('aaab')) == 0.5
+  with pytest.raises(ValueError, match='one id per frame'):
+    visualize.same_subject_neighbour_rate(features, list('aabb'), list('v'))
+  with pytest.raises(ValueError, match='no other video'):
+    visualize.same_subject_neighbour_rate(features, list('aabb'), list('vvvv'))
 
 
 def test_feature_tsne_figure_with_and_without_identity(tmp_path):
