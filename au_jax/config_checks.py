@@ -325,9 +325,10 @@ RULES: dict[str, Rule] = {
     'views': Rule(_views_ok, "distinct view ids >= 0 (at least one when "
                   "one_model_per has 'view')", (-1,)),
     'adapt_views_from': Rule(
-        lambda v, c, d: v is None or (_is_int(v) and v in tuple(
+        lambda v, c, d: v is None or v == -1 or (_is_int(v) and v in tuple(
             c.get('views') or ())),
-        'None or one of config.views (the view the others start from)', -1),
+        'one of config.views (the view the others start from), or -1 '
+        '(none)', -2),
     'classify_field': Rule(
         _classify_field_ok, f"one of {CLASSIFY_FIELDS} (also None or '' "
         "when method is not 'classify')", 'no_such_field'),

@@ -205,6 +205,13 @@ def _views(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return views
 
 
+def _adapt_view(config: ml_collections.ConfigDict) -> int | None:
+  """config.adapt_views_from as a view id, or None (unset or -1: every
+  view starts from config.init_from)."""
+  view = config.get('adapt_views_from')
+  return None if view is None or view == -1 else int(view)
+
+
 def plan(config: ml_collections.ConfigDict) -> list[RunKey]:
   """Every run `config` asks for, in the order they must train.
 
@@ -227,7 +234,7 @@ def plan(config: ml_collections.ConfigDict) -> list[RunKey]:
   if shared is not None and 'au' in per:
     # One model per AU: the AUs the test dataset lacks are not trained.
     au_list = shared
-  adapt_from = config.get('adapt_views_from')
+  adapt_from = _adapt_view(config)
   if adapt_from is not None:
     if 'view' not in per or not views or views[0] != adapt_from:
       raise ValueError(
@@ -259,7 +266,7 @@ def run_config(config: ml_collections.ConfigDict,
       result.aus = (int(key.au),)
     if key.view is not None:
       result.views = (int(key.view),)
-    adapt_from = result.get('adapt_views_from')
+    adapt_from = _adapt_view(result)
     if (adapt_from is not None and key.view is not None
         and int(key.view) != int(adapt_from)):
       # AUNets' domain adaptation: every other view starts from the

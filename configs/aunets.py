@@ -205,9 +205,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.init_from = emonet_init('paper')
   config.one_model_per = ('au',)
   # With one_model_per ('view', 'au'): the view every other view's models
-  # start from (runs.run_config; the paper's domain adaptation); None =
+  # start from (runs.run_config; the paper's domain adaptation); -1 =
   # every view from config.init_from.
-  config.adapt_views_from = ml_collections.FieldReference(None, field_type=int)
+  config.adapt_views_from = -1
   config.stage_order = ()
   config.stages = ml_collections.ConfigDict()
   config.classify_field = ''
@@ -273,10 +273,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the ablation variant (VGG-16 at width 1/8, 64 px crops from 72, Adam
     # 3e-4, 500 steps per model); the frontal models start from scratch,
     # not from BP4D models; weight decay 5e-3 as the paper's per-view
-    # models. Every view from scratch: --config.adapt_views_from=None. One
+    # models. Every view from scratch: --config.adapt_views_from=-1. One
     # model for all views (the comparison):
     # --config.one_model_per='("au",)' --config.views='()'
-    # --config.adapt_views_from=None.
+    # --config.adapt_views_from=-1.
     config.dataset = 'synthetic_au'
     config.dataset_config = 'multiview'
     config.aus = (1, 12, 15, 23)

@@ -180,7 +180,7 @@ def test_other_views_start_from_the_adapt_view(tmp_path):
     assert report['step'] == 7 and not report['not_in_source']
     jax.tree.map(np.testing.assert_array_equal, loaded['params'], params)
   # Without the chain every view starts from config.init_from.
-  config.adapt_views_from = None
+  config.adapt_views_from = -1
   assert runs.run_config(config, runs.RunKey(1, 4, 12)).init_from.view is None
 
 
