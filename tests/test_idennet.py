@@ -2,8 +2,6 @@
 hand-made embeddings, mixed batches and 8-device = 1-device."""
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 
@@ -20,7 +18,8 @@ from au_jax.models import idennet
 from au_jax.models import lightcnn
 from configs import idennet as idennet_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import multidevice  # pylint: disable=g-import-not-at-top
+
 
 
 def _count(variables) -> int:
@@ -294,14 +293,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_eight_devices_equal_one_device():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _SCRIPT], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-4000:]
-  line = [l for l in out.stdout.splitlines() if l.startswith('RESULT')][-1]
-  worst, size, t1, t8, a1, a8, n1, n8 = map(float, line.split()[1:])
+  worst, size, t1, t8, a1, a8, n1, n8 = map(
+      float, multidevice.run_script(_SCRIPT))
   # 16 anchors (both faces of 8 pairs), one positive each, 14 negatives of
   # which 4 are used; the AU frames are in no triplet.
   assert n1 == n8 == 16 * 4

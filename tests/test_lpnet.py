@@ -4,8 +4,6 @@ selective learning and the 8-device equivalence of the loss."""
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -24,7 +22,8 @@ from au_jax.methods import lpnet as method
 from au_jax.models import lpnet
 from configs import lpnet as lpnet_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import multidevice  # pylint: disable=g-import-not-at-top
+
 
 
 def _config(selective_learning=True, target=0.5, weight=1.0):
@@ -317,14 +316,8 @@ _SCRIPT = textwrap.dedent("""
 
 def test_eight_device_loss_and_gradient_equal_one_device():
   # Selective-learning counts and L_r's valid count are psum'd.
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _SCRIPT], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-4000:]
-  line = [l for l in out.stdout.splitlines() if l.startswith('RESULT')][-1]
-  loss1, loss8, worst, size, au1, au8, r1, r8 = map(float, line.split()[1:])
+  loss1, loss8, worst, size, au1, au8, r1, r8 = map(
+      float, multidevice.run_script(_SCRIPT))
   assert size > 1e-4  # The gradient is not trivially zero...
   assert worst < 1e-5 * max(1.0, size)  # ...and the same on 8 devices.
   np.testing.assert_allclose(loss8, loss1, rtol=1e-5)

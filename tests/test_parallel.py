@@ -1,15 +1,13 @@
 """Data parallelism: an 8-device pmap step equals the 1-device step."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
 from au_jax import parallel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import multidevice  # pylint: disable=g-import-not-at-top
+
 
 # Runs in a fresh process: the host device count is fixed at JAX start-up.
 _SCRIPT = textwrap.dedent("""
@@ -52,14 +50,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_eight_device_step_equals_one_device_step():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _SCRIPT], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-4000:]
-  line = [l for l in out.stdout.splitlines() if l.startswith('MAXDIFF')][-1]
-  _, worst, _, moved, _, loss_one, loss_eight = line.split()
+  worst, _, moved, _, loss_one, loss_eight = multidevice.run_script(
+      _SCRIPT, marker='MAXDIFF')
   assert float(moved) > 1e-6  # The step changed the parameters at all...
   assert float(worst) < 1e-5  # ...identically on 1 and 8 devices.
   np.testing.assert_allclose(float(loss_one), float(loss_eight), rtol=1e-5)
