@@ -4,7 +4,9 @@
 - landmarks: dataset landmark sets -> iBUG-68.
 - video: streaming video frames, image reading and encoding.
 - flow: optical flow (DIS / TV-L1) and the AUNets flow image.
-- frames: per-frame record building shared by the real-dataset builders.
+- frames: per-frame record building shared by the real-dataset builders;
+  frame_reading (finding, decoding and pairing a job's frames with labels)
+  and build_runners (worker processes, the Beam path) behind it.
 """
 
 from au_jax.preprocess.face import FaceOptions
