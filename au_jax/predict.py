@@ -27,7 +27,10 @@ local re-detection in between) and keeps ids by box overlap; each face is
 warped as the dataset builder stored faces, then `prepare_model_input`
 applies the evaluation transforms; faces from consecutive frames fill
 fixed-size batches (one compile) and the next batch is prepared while the
-model runs the last. Raw rows (box, logits) go to a temporary file.
+model runs the last. Runs trained with optical flow (AUNets' flow and
+fusion variants) get each face's flow image to its next frame in the same
+track, paired as the input pipeline pairs records (`_FlowFrames`). Raw rows
+(box, logits) go to a temporary file.
 Pass 2 reads that file per track: optional per-person calibration, then
 optional median smoothing (AUNets' post-processing,
 `postprocess.median_smooth` per track), then thresholds and the CSV. Memory
@@ -125,6 +128,51 @@ def _full_frame_face(image: np.ndarray, size: int
           np.ascontiguousarray(crop[..., ::-1]))
 
 
+class _FlowFrames:
+  """AUNets' flow image for every face (runs with config.flow), as the
+  input pipeline pairs records (preprocess/flow.neighbour_pairs): from a
+  face's crop to the same face's crop in the next frame; at a track's last
+  frame (or before a gap) the flow into it from the previous frame; a face
+  seen in one frame only gets the zero-motion image. Frames reach `pass1`
+  one frame late, when their next frame is known."""
+
+  def __init__(self, pass1: predict_table.Pass1, config, timings):
+    self.pass1, self.timings = pass1, timings
+    self.method = config.get('flow_method') or 'dis'
+    self.size = config.resize_size  # As the input pipeline's flow_size.
+    self.held = None  # (frame, faces, crops) waiting for the next frame.
+    self.before: dict[int, np.ndarray] = {}  # face id -> previous crop.
+
+  def add(self, frame, faces, crops) -> None:
+    if self.held is not None:
+      self._release({f.face_id: c for f, c in zip(faces, crops)})
+    self.held = (frame, faces, crops)
+
+  def finish(self) -> None:
+    if self.held is not None:
+      self._release({})
+      self.held = None
+    self.pass1.finish()
+
+  def _release(self, following: dict[int, np.ndarray]) -> None:
+    from au_jax.preprocess import flow as flow_lib  # pylint: disable=g-import-not-at-top
+    frame, faces, crops = self.held
+    start = time.perf_counter()
+    flows = []
+    for face, crop in zip(faces, crops):
+      if face.face_id in following:
+        pair = (crop, following[face.face_id])
+      elif face.face_id in self.before:
+        pair = (self.before[face.face_id], crop)
+      else:
+        pair = (crop, None)
+      flows.append(flow_lib.flow_image(*pair, method=self.method,
+                                       size=self.size))
+    self.timings['flow'] += time.perf_counter() - start
+    self.before = {f.face_id: c for f, c in zip(faces, crops)}
+    self.pass1.add(frame, faces, crops, flows)
+
+
 @dataclasses.dataclass
 class Result:
   """What predicting one input produced.
@@ -161,7 +209,7 @@ def predict_file(path: str, run: Run, output_dir: str,
   spec = predict_io.expand_input(path)
   os.makedirs(output_dir, exist_ok=True)
   timings = {k: 0.0 for k in ('decode', 'wait_decode', 'detect_track',
-                              'crop_normalise', 'model', 'write')}
+                              'crop_normalise', 'flow', 'model', 'write')}
   reader = predict_io.FrameReader(spec)
   tracker = tracking.FaceTracker(options.tracker)
   windows = (run.median_windows if options.smooth is None else
@@ -171,6 +219,9 @@ def predict_file(path: str, run: Run, output_dir: str,
     spill_path = os.path.join(scratch, 'raw.bin')
     with open(spill_path, 'wb') as spill:
       pass1 = predict_table.Pass1(run, options, spill, timings)
+      # Flow runs (AUNets) hold each frame until the next one is cut.
+      sink = (_FlowFrames(pass1, run.config, timings)
+              if run.config.get('flow') else pass1)
       frames = 0
       iterator = iter(reader)
       while True:
@@ -194,8 +245,8 @@ def predict_file(path: str, run: Run, output_dir: str,
             start = time.perf_counter()
             crops = _cut_faces(frame.image, faces, run.face_options)
             timings['crop_normalise'] += time.perf_counter() - start
-        pass1.add(frame, faces, crops)
-      pass1.finish()
+        sink.add(frame, faces, crops)
+      sink.finish()
     timings['decode'] = reader.decode_seconds
     if not frames:
       raise ValueError(f'Input {path}: no frame could be decoded.')

@@ -219,10 +219,11 @@ def load_run(directory: str) -> Run:
             model=models.create(config), variables=variables, step=int(step),
             thresholds=thresholds, median_windows=windows,
             face_options=face_options_for(config))
+  blank = np.zeros((run.face_options.image_size,) * 2 + (3,), np.uint8)
   _, aux = jax.eval_shape(
       lambda v, b: run.model.apply(v, b, train=False), variables,
-      prepare_model_input([np.zeros(
-          (run.face_options.image_size,) * 2 + (3,), np.uint8)], config))
+      prepare_model_input([blank], config,
+                          [blank] if config.get('flow') else None))
   run.intensity = isinstance(aux, dict) and 'au_intensity' in aux
 
   def apply(variables, batch):
@@ -236,7 +237,8 @@ def load_run(directory: str) -> Run:
 
 
 def prepare_model_input(faces: Sequence[np.ndarray],
-                        config: ml_collections.ConfigDict
+                        config: ml_collections.ConfigDict,
+                        flows: Sequence[np.ndarray] | None = None
                         ) -> dict[str, np.ndarray]:
   """Face images -> the model's batch, exactly as evaluation prepares them.
 
@@ -248,9 +250,13 @@ def prepare_model_input(faces: Sequence[np.ndarray],
   Args:
     faces: N x [S, S, 3] uint8 RGB faces (S = the dataset's stored size).
     config: the run's config.
+    flows: for runs with config.flow (AUNets), N AUNets flow images of the
+      faces (uint8, any square size): resized, centre-cropped and
+      normalised as evaluation does batch['flow'] (device_transforms).
 
   Returns:
-    'image' [N, crop, crop, 3] float32 and 'landmarks' [N, 68, 2] float32.
+    'image' [N, crop, crop, 3] float32 and 'landmarks' [N, 68, 2] float32
+    (and 'flow' [N, crop, crop, 3] float32 with `flows`).
   """
   geometry = transforms.CenterCrop(config.resize_size, config.crop_size)
   normalize = transforms.Normalize(mean=tuple(config.pixel_mean),
@@ -261,4 +267,14 @@ def prepare_model_input(faces: Sequence[np.ndarray],
     record = normalize.map(geometry.map(record))
     images.append(record['image'])
     landmarks.append(record['landmarks'])
-  return {'image': np.stack(images), 'landmarks': np.stack(landmarks)}
+  batch = {'image': np.stack(images), 'landmarks': np.stack(landmarks)}
+  if flows is not None:
+    if len(flows) != len(faces):
+      raise ValueError(f'prepare_model_input: {len(flows)} flow images for '
+                       f'{len(faces)} faces.')
+    no_landmarks = np.full((68, 2), -1, np.float32)
+    batch['flow'] = np.stack([
+        normalize.map(geometry.map({'image': flow,
+                                    'landmarks': no_landmarks}))['image']
+        for flow in flows])
+  return batch

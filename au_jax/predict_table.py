@@ -85,12 +85,14 @@ class Pass1:
     self.dtype = raw_dtype(len(run.aus))
     self.pending: list[_PendingFrame] = []
     self.faces: list[np.ndarray] = []
+    self.flows: list[np.ndarray] = []  # With config.flow (AUNets).
     self.owners: list[tuple[_PendingFrame, int]] = []
     self.in_flight = None
     self.rows = 0
 
   def add(self, frame: predict_io.Frame, faces: list[tracking.Face],
-          crops: list[np.ndarray]) -> None:
+          crops: list[np.ndarray],
+          flows: list[np.ndarray] | None = None) -> None:
     num_aus = len(self.run.aus)
     entry = _PendingFrame(frame, faces, np.zeros((len(faces), num_aus),
                                                  np.float32),
@@ -99,6 +101,8 @@ class Pass1:
     self.pending.append(entry)
     for k, crop in enumerate(crops):
       self.faces.append(crop)
+      if flows is not None:
+        self.flows.append(flows[k])
       self.owners.append((entry, k))
       if len(self.faces) == self.options.batch_size:
         self._dispatch()
@@ -112,7 +116,8 @@ class Pass1:
 
   def _dispatch(self) -> None:
     start = time.perf_counter()
-    batch = predict_run.prepare_model_input(self.faces, self.run.config)
+    batch = predict_run.prepare_model_input(
+        self.faces, self.run.config, self.flows if self.flows else None)
     self.timings['crop_normalise'] += time.perf_counter() - start
     start = time.perf_counter()
     size = self.options.batch_size
@@ -125,7 +130,7 @@ class Pass1:
     # batch's faces were being found and cut.
     self._collect()
     self.in_flight = (outputs, self.owners)
-    self.faces, self.owners = [], []
+    self.faces, self.flows, self.owners = [], [], []
 
   def _collect(self) -> None:
     if self.in_flight is None:
