@@ -250,7 +250,13 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
 
 def restore_raw(directory: str) -> tuple[dict[str, Any], int]:
   """(state tree as nested dicts, step) of a run directory's best step, else
-  its newest intact step, without a target structure (init_from, predict)."""
+  its newest intact step, without a target structure (init_from, predict).
+  A finished weights-only run (no checkpoints/ left) gives its best
+  weights."""
+  weights = os.path.join(directory, WEIGHTS_DIR)
+  finished = os.path.exists(os.path.join(weights, FINISHED))
+  if finished and not os.path.isdir(os.path.join(directory, 'checkpoints')):
+    return restore_weights_only(directory)
   manager = create_manager(directory, create=False)
   try:
     candidates = [manager.best_step()] + sorted(manager.all_steps(),
@@ -265,8 +271,7 @@ def restore_raw(directory: str) -> tuple[dict[str, Any], int]:
                         directory, step, str(error).splitlines()[0][:200])
   finally:
     manager.close()
-  weights = os.path.join(directory, WEIGHTS_DIR)
-  if os.path.exists(os.path.join(weights, FINISHED)):
+  if finished:
     return restore_weights_only(directory)
   raise FileNotFoundError(f'{directory} holds no finished checkpoint.')
 

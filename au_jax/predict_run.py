@@ -146,9 +146,9 @@ def _restore(directory: str) -> tuple[dict[str, Any], int]:
                      f'{checkpointing.WEIGHTS_DIR}/): no finished training '
                      'step.')
   try:
-    # The best step by validation, else the newest intact one.
-    state, step = (checkpointing.restore_weights_only(directory)
-                   if weights_only else checkpointing.restore_raw(directory))
+    # The best step by validation, else the newest intact one, else a
+    # weights-only run's best weights.
+    state, step = checkpointing.restore_raw(directory)
   except FileNotFoundError as error:
     raise ValueError(str(error).splitlines()[0]) from None
   variables = {'params': state['params']}

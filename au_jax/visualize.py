@@ -291,7 +291,8 @@ def run_features(directory: str, split: str | None = None,
   IdenNet: fc6 - fc5, or fc6 without the identity branch), on `split` of
   the run's own fold ('test' by default, 'validation' for a fold-'all'
   run). Returns {'features' [N, D], 'subject' [N], 'sequence' [N],
-  'labels' [N, C], 'aus' [C]} over an evenly spaced subset of at most `max_frames` frames."""
+  'labels' [N, C], 'aus' [C]} over an evenly spaced subset of at most
+  `max_frames` frames."""
   # Imported here: plotting results needs none of the model stack.
   import jax  # pylint: disable=g-import-not-at-top
   from au_jax import device_transforms  # pylint: disable=g-import-not-at-top

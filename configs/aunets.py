@@ -43,8 +43,10 @@ Variants (`get_config(arg)`):
   test    tiny shapes, two AUs, a handful of steps for the test suite.
   ablation  the fusion ablation of the README (ABLATION rows, AU 12, 64 px,
           500 steps, from scratch): python -m au_jax.ablate
-          --config=configs/aunets.py:ablation --rows=rgb,flow,channels
-          --seeds=0,1 --workdir=/tmp/aunets_ablation
+          --config=configs/aunets.py:ablation
+          --rows=rgb,flow,channels,horizontal,rgb_emonet --seeds=0,1
+          --workdir=/tmp/aun/abl (rgb_emonet needs the EmoNet run copied
+          in first: README, AUNets)
   view    the multi-view cascade's view classifier (`classify` on 'view',
           synthetic_au/multiview, the CPU EmoNet recipe; the paper uses
           GoogLeNet): train it before `multiview`.
@@ -250,7 +252,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_validation_frames = 300
   elif variant == 'ablation':
     # Fusion ablation on CPU (ABLATION rows): synthetic_au/default fold 1,
-    # AU 12 (lip corner puller) only, to fit 2 seeds x 3 rows in an hour of
+    # AU 12 (lip corner puller) only, to fit 2 seeds x 5 rows in ~35 min of
     # the shared 2-core CPU. Named deviations: VGG-16 at width 1/8 (fc
     # 512), 64 px crops from 72, from scratch (from the CPU EmoNet the
     # models learn the training people: _cpu_sized), Adam lr 3e-4 for 500
