@@ -1,6 +1,6 @@
 r"""DRML's convolutions on CPU: one XLA conv vs channel blocks vs PyTorch.
 
-  PYTHONPATH=. python benchmarks/cpu_conv.py [--batch_size=32]
+  PYTHONPATH=. python benchmarks/cpu_conv.py [--batch_size=32] [--more]
 
 Forward only, float32, ms per face at --batch_size, for DRML's conv1 and
 conv4 at the CPU config's size (90x90 input) and the whole DRML forward
@@ -16,7 +16,9 @@ torch 2.13 CPU in the same run:
   conv4 40x40x32 8x8 -> 16        5.78     0.59     0.34
   DRML forward (90x90, 12 AUs)   20.58     5.06      -
 Blocking closes most of XLA:CPU's gap to torch (oneDNN) on these layers;
-torch stays ~1.6x faster per layer.
+torch stays ~1.6x faster per layer. --more adds one conv's GFLOP/s over
+channel counts and the forward + backward / region / VGG comparisons
+quoted in models/conv.py (figures in benchmarks/README.md).
 """
 
 import time
@@ -31,6 +33,10 @@ from au_jax.models import conv
 from au_jax.models import drml
 
 _BATCH = flags.DEFINE_integer('batch_size', 32, 'Faces per call.')
+_MORE = flags.DEFINE_boolean(
+    'more', False, 'Also: GFLOP/s of one XLA conv over channel counts, DRML '
+    'forward + backward, the region layer patch convs and VGG-16 at width '
+    '1/8 (64 px), one conv vs blocked.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timing windows (best kept).')
 _CALLS = flags.DEFINE_integer('calls', 5, 'Calls per window.')
 
@@ -97,6 +103,68 @@ def main(argv):
     row.append(best_ms(forward, variables, images) / batch)
   print(f'{"DRML forward (90x90, 12 AUs)":32s} {row[0]:8.2f} {row[1]:8.2f} '
         f'{"-":>8s}')
+  if _MORE.value:
+    more()
+
+
+def more() -> None:
+  """The side measurements quoted in models/conv.py and the README."""
+  # pylint: disable=g-import-not-at-top
+  from au_jax.models import layers
+  from au_jax.models import vgg
+  batch = _BATCH.value
+  rng = np.random.default_rng(0)
+  print('one XLA conv, GFLOP/s (batch, VALID, stride 1):')
+  xla = jax.jit(lambda x, w: conv._conv(x, w, (1, 1), 'VALID'))  # pylint: disable=protected-access
+  for size, cin, k, cout in ((40, 16, 8, 16), (40, 32, 8, 16), (40, 32, 8, 32),
+                             (90, 3, 11, 16), (90, 3, 11, 32)):
+    x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, cin, cout)), jnp.float32)
+    flops = 2 * batch * (size - k + 1) ** 2 * k * k * cin * cout
+    print(f'  {size}x{size}x{cin} {k}x{k} -> {cout}: '
+          f'{flops / best_ms(xla, x, w) / 1e6:.1f}')
+  images = jnp.asarray(rng.standard_normal((batch, 90, 90, 3)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 2, (batch, 12)), jnp.float32)
+  row = []
+  for implementation in ('xla', 'blocked'):
+    model = drml.Model(num_aus=12, conv_implementation=implementation)
+    variables = model.init(jax.random.key(0), {'image': images}, train=False)
+
+    def loss(params, m=model, v=variables):
+      logits, _ = m.apply({'params': params, 'batch_stats': v['batch_stats']},
+                          {'image': images}, train=True,
+                          mutable=['batch_stats'],
+                          rngs={'dropout': jax.random.key(1)})[0]
+      return jnp.mean((logits - labels) ** 2)
+    row.append(best_ms(jax.jit(jax.grad(loss)), variables['params']))
+  print(f'DRML forward + backward, ms per batch of {batch}: xla {row[0]:.0f}, '
+        f'blocked {row[1]:.0f}')
+  patches = jnp.asarray(rng.standard_normal((8, 8, batch, 10, 10, 32)),
+                        jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((8, 8, 3, 3, 32, 32)), jnp.float32)
+  blocked = jax.jit(lambda z, w: jnp.stack([jnp.stack([
+      conv.blocked_conv(z[i, j], w[i, j], padding='SAME') for j in range(8)])
+                                            for i in range(8)]))
+  unrolled = jax.jit(layers._patch_conv_unrolled)  # pylint: disable=protected-access
+  print(f'region layer patch convs (8x8 grid, 10x10x32 -> 32), ms per face: '
+        f'unrolled {best_ms(unrolled, patches, kernel) / batch:.2f}, '
+        f'blocked {best_ms(blocked, patches, kernel) / batch:.2f}')
+  faces = jnp.asarray(rng.standard_normal((batch, 64, 64, 3)), jnp.float32)
+  row = []
+  original = vgg.nn.Conv
+  try:
+    for implementation in ('xla', 'blocked'):
+      vgg.nn.Conv = lambda *a, i=implementation, **k: conv.Conv(
+          *a, implementation=i, **k)
+      encoder = vgg.Encoder(16, 1 / 8)
+      params = encoder.init(jax.random.key(0), faces)['params']
+      grad = jax.jit(jax.grad(lambda p, e=encoder: jnp.mean(
+          e.apply({'params': p}, faces) ** 2)))
+      row.append(best_ms(grad, params))
+  finally:
+    vgg.nn.Conv = original
+  print(f'VGG-16 encoder at width 1/8, 64 px, forward + backward, ms per '
+        f'batch: xla {row[0]:.0f}, blocked {row[1]:.0f}')
 
 
 if __name__ == '__main__':

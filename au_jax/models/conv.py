@@ -11,10 +11,12 @@ at batch 32, forward only (`benchmarks/cpu_conv.py`):
   conv4 40x40x32 8x8 ->16     5.8 ms     0.6 ms                 0.3 ms
   whole DRML forward         20.6 ms     5.1 ms
 
-The backward pass gains less (a DRML train step, batch 32: 1.30 s ->
-1.05 s), and the region layer's per-patch convs (32 -> 32 on 10x10
-patches) run slower blocked (1.3 -> 2.1 ms per face), so they stay as
-they are (au_jax/models/layers.py).
+The backward pass gains less (DRML forward + backward, batch 32: 1,426 ->
+1,121 ms), the region layer's per-patch convs (32 -> 32 on 10x10 patches)
+run slower blocked (1.33 -> 2.75 ms per face), so they stay as they are
+(au_jax/models/layers.py), and a VGG-16 encoder at width 1/8 gains nothing
+(86 -> 90 ms per batch), so the VGG models keep one conv
+(`PYTHONPATH=. python benchmarks/cpu_conv.py --more`, idle machine).
 
 `blocked_conv` computes the same convolution as channel blocks of at most
 `block` input x `block` output channels: the output blocks are concatenated
