@@ -31,6 +31,7 @@ from au_jax import device_transforms
 from au_jax import distributed
 from au_jax import fold_evaluation
 from au_jax import folds
+from au_jax import init_from
 from au_jax import input_pipeline
 from au_jax import methods
 from au_jax import metric_writers
@@ -257,7 +258,7 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
       iterator.set_state(position.encode())
     logging.info('Resumed %s from step %d in %s', key, start_step, directory)
   elif config.get('init_from'):
-    variables, report = runs.load_init_from(
+    variables, report = init_from.load_init_from(
         config, workdir, {'params': state.params,
                           'batch_stats': state.batch_stats})
     state = state.replace(params=variables['params'],

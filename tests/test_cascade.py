@@ -6,6 +6,7 @@ import pytest
 
 from au_jax import cascade
 from au_jax import checkpointing
+from au_jax import init_from
 from au_jax import runs
 from au_jax import tables
 
@@ -171,11 +172,11 @@ def test_other_views_start_from_the_adapt_view(tmp_path):
   for view in (4, 6):
     adapted = runs.run_config(config, runs.RunKey(1, view, 12))
     assert adapted.init_from.view == 5
-    assert runs.source_run_dir(adapted, workdir) == runs.run_dir(
+    assert init_from.source_run_dir(adapted, workdir) == runs.run_dir(
         config, workdir, runs.RunKey(1, 5, 12))
     fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                          variables['params'])
-    loaded, report = runs.load_init_from(adapted, workdir,
+    loaded, report = init_from.load_init_from(adapted, workdir,
                                          {'params': fresh})
     assert report['step'] == 7 and not report['not_in_source']
     jax.tree.map(np.testing.assert_array_equal, loaded['params'], params)

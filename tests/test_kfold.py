@@ -12,6 +12,7 @@ from au_jax import config_checks
 from au_jax import evaluate
 from au_jax import fold_evaluation
 from au_jax import folds
+from au_jax import init_from
 from au_jax import runs
 from configs import caud as caud_config
 
@@ -127,7 +128,7 @@ def test_init_from_source_keeps_protocol_only_on_the_same_dataset():
   paper10 = caud_config.get_config('paper10')
   run = runs.run_config(paper10, runs.RunKey(7, au=12))
   # EmoNet on another dataset: its own protocol, trained on everyone.
-  assert runs.source_run_dir(run, '/w') == (
+  assert init_from.source_run_dir(run, '/w') == (
       '/w/synthetic_au-multiview/classify_emotion/all')
   # A source on the same dataset (e.g. an earlier stage) keeps the k-fold.
   same = _kfold_config()
@@ -135,7 +136,7 @@ def test_init_from_source_keeps_protocol_only_on_the_same_dataset():
   same.init_from.dataset_config = 'tiny'
   run = runs.run_config(same, runs.RunKey(9))
   run.init_from.fold = None
-  assert runs.source_run_dir(run, '/w') == (
+  assert init_from.source_run_dir(run, '/w') == (
       '/w/synthetic_au-tiny/classify_emotion/kfold10_seed0/fold_9')
 
 
