@@ -48,7 +48,8 @@ CACHE_MODES = ('device', 'host')
 PER_MODEL_AXES = ('view', 'au')
 CLASSIFY_FIELDS = ('identity', 'emotion', 'view')
 INIT_FROM_FIELDS = ('method', 'dataset', 'dataset_config', 'fold', 'view',
-                    'au', 'stage', 'params', 'config', 'classify_field')
+                    'au', 'stage', 'params', 'config', 'classify_field',
+                    'workdir')
 # grain wants a 32-bit non-negative seed and train.py adds the fold to it.
 SEED_LIMIT = 2**31
 
@@ -452,6 +453,8 @@ RULES: dict[str, Rule] = {
         lambda v, c, d: v in (None, 'identity', 'emotion', 'view'),
         "None, 'identity', 'emotion' or 'view'", 'age'),
     'init_from.params': _or_none(_REGEX),
+    # Where the source run lives (relative: to this run's workdir).
+    'init_from.workdir': _or_none(_PATH),
     'init_from.config': Rule(_config_path_ok,
                              "None or 'configs/<file>.py[:variant]' naming "
                              'an existing file', 'configs/no_such.py'),

@@ -2,13 +2,17 @@
 
 `config.init_from` names another run by the fields of its directory
 (au_jax/runs.py: method, dataset, builder config, fold, view, AU, stage);
-an unset field is the starting run's own. `load_init_from` copies the
+an unset field is the starting run's own; `workdir` says where the source
+run lives when it is not under this run's workdir (a relative path is taken
+from this run's workdir: au_jax.ablate starts one row from another row's
+run this way). `load_init_from` copies the
 parameters whose names match `config.init_from.params` (a model may first
 map another architecture's tree onto its own: `adapt_params`), and fails
 with the command that trains the source run when it is missing.
 """
 
 import copy
+import os
 from typing import Any
 
 import ml_collections
@@ -18,6 +22,13 @@ from au_jax import runs
 
 INIT_FIELDS = ('method', 'dataset', 'dataset_config', 'fold', 'view', 'au',
                'stage')
+
+
+def source_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The workdir holding the source run: `init_from.workdir` (relative to
+  `workdir`) or, unset, `workdir` itself."""
+  other = config.init_from.get('workdir')
+  return os.path.normpath(os.path.join(workdir, other)) if other else workdir
 
 
 def source_run_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -42,7 +53,8 @@ def source_run_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
   # 'none' explicitly clears a level (e.g. a per-AU run from a single
   # EmoNet run: au='none').
   picked = {k: (None if v == 'none' else v) for k, v in picked.items()}
-  return runs.run_dir(source, workdir, runs.RunKey(**picked))
+  return runs.run_dir(source, source_workdir(config, workdir),
+                      runs.RunKey(**picked))
 
 
 def _missing_source_error(config, workdir, directory) -> FileNotFoundError:
@@ -51,7 +63,7 @@ def _missing_source_error(config, workdir, directory) -> FileNotFoundError:
       f'configs/{init.get("method") or config.method}.py')
   fold = init.get('fold') or config.get('run_fold', 1)
   command = (f'python -m au_jax.main --config={config_file} '
-             f'--workdir={workdir}')
+             f'--workdir={source_workdir(config, workdir)}')
   if fold != runs.ALL:
     command += f' --config.folds={fold}'
   dataset = init.get('dataset')

@@ -44,9 +44,10 @@ Variants (`get_config(arg)`):
   ablation  the fusion ablation of the README (ABLATION rows, AU 12, 64 px,
           500 steps, from scratch): python -m au_jax.ablate
           --config=configs/aunets.py:ablation
-          --rows=rgb,flow,channels,horizontal,rgb_emonet --seeds=0,1
-          --workdir=/tmp/aun/abl (rgb_emonet needs the EmoNet run copied
-          in first: README, AUNets)
+          --rows=rgb,flow,channels,horizontal,rgb_emonet,pi_conv,pi_fc6,pi_fc7
+          --seeds=0,1 --workdir=/tmp/aun/abl (rgb_emonet needs the EmoNet
+          run copied in first: README, AUNets; the pi rows start from the
+          rgb row's run of the same seed)
   view    the multi-view cascade's view classifier (`classify` on 'view',
           synthetic_au/multiview, the CPU EmoNet recipe; the paper uses
           GoogLeNet): train it before `multiview`.
@@ -98,6 +99,27 @@ ABLATION = {
 # synthetic_au/multiview fold 1), which must exist under each row's workdir
 # (<workdir>/rgb_emonet/seed_<s>/synthetic_au-multiview/classify_emotion).
 ABLATION['rgb_emonet'] = dict(ABLATION['rgb'], init_from=emonet_init(''))
+
+
+def rgb_row_init() -> ml_collections.ConfigDict:
+  """init_from for the pi rows: the `rgb` row's run with the same seed
+  (au_jax.ablate: `row`), as the paper starts the motion stream from the
+  trained RGB network (sec. 3.3): aunets.adapt_params copies the RGB stream
+  into the motion stream and widens the fused layer; the output starts
+  anew where fusion widens it (pi_fc7)."""
+  return ml_collections.ConfigDict(dict(
+      row='rgb', params=r'(motion_)?(encoder|fc6|fc7|output)/.*',
+      config='configs/aunets.py:ablation'))
+
+
+# The pi fusions (two streams joined after conv5, fc6 or fc7): the RGB
+# stream frozen up to the fusion point (table 3), both streams from the RGB
+# row. List them after `rgb` (--rows=rgb,...,pi_conv,pi_fc6,pi_fc7).
+for _name in ('pi_conv', 'pi_fc6', 'pi_fc7'):
+  ABLATION[_name] = {'model.fusion': _name, 'flow': True,
+                     'frozen': aunets.frozen_regex(_name),
+                     'init_from': rgb_row_init()}
+del _name
 
 
 def view_classifier_config() -> ml_collections.ConfigDict:

@@ -1,0 +1,120 @@
+"""Ablation tables: rows x seeds of results -> per-AU F1, mean +- half-range
+over seeds, and which differences between consecutive rows exceed the seed
+spread (au_jax.ablate writes them after every finished (row, seed))."""
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+def _au_f1(results: Mapping[str, Any], au: int, metric: str) -> float:
+  entry = results['per_au'].get(str(au), results['per_au'].get(au))
+  if entry is None:
+    raise KeyError(f'ablate: results have no AU {au} (per_au keys '
+                   f'{sorted(results["per_au"])}).')
+  if metric not in entry:
+    raise KeyError(f'ablate: results have no {metric!r} for AU {au} (have '
+                   f'{sorted(entry)}).')
+  return float(entry[metric])
+
+
+def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
+              aus: Sequence[int], metric: str = 'f1') -> dict[str, Any]:
+  """Rows x seeds of results dicts -> the ablation table.
+
+  Args:
+    results: row -> seed -> results dict ('per_au' {au: {'f1'}}, 'mean'
+      {'f1'}), as in a method's results.json. Rows keep their order.
+    aus: the AU columns.
+    metric: the per-AU and mean key ('f1': thresholds as the run chose
+      them; 'f1_at_05': threshold 0.5, where the runs report it).
+
+  Returns:
+    {'aus', 'metric', 'rows': {row: {'seeds', 'per_au_f1' (mean over
+    seeds), 'mean_f1' (mean over seeds of each seed's mean; named F1 for
+    any metric), 'seed_mean_f1' [S], 'min',
+    'max', 'half_range', 'std' (ddof 1; 0 for one seed)}}, 'comparisons':
+    [consecutive row pairs: 'a', 'b', 'difference' (b - a), 'separated'
+    (seed ranges do not overlap; None when a row has one seed)]}.
+  """
+  rows = {}
+  for name, by_seed in results.items():
+    if not by_seed:
+      continue
+    seeds = sorted(by_seed)
+    per_seed = np.array([[_au_f1(by_seed[s], au, metric) for au in aus]
+                         for s in seeds])  # [S, C]
+    means = np.array([float(by_seed[s]['mean'][metric]) for s in seeds])
+    rows[name] = {
+        'seeds': [int(s) for s in seeds],
+        'per_au_f1': {str(au): float(v)
+                      for au, v in zip(aus, per_seed.mean(axis=0))},
+        'mean_f1': float(means.mean()),
+        'seed_mean_f1': [float(m) for m in means],
+        'min': float(means.min()), 'max': float(means.max()),
+        'half_range': float((means.max() - means.min()) / 2),
+        'std': float(means.std(ddof=1)) if len(means) > 1 else 0.0,
+    }
+  comparisons = []
+  names = list(rows)
+  for a, b in zip(names, names[1:]):
+    ra, rb = rows[a], rows[b]
+    comparisons.append({
+        'a': a, 'b': b, 'difference': rb['mean_f1'] - ra['mean_f1'],
+        'separated': (
+            None if min(len(ra['seeds']), len(rb['seeds'])) < 2 else
+            bool(rb['min'] > ra['max'] or ra['min'] > rb['max'])),
+    })
+  return {'aus': [int(au) for au in aus], 'metric': metric, 'rows': rows,
+          'comparisons': comparisons}
+
+
+def markdown(table: Mapping[str, Any]) -> str:
+  """The table as Markdown: per-AU F1 (mean over seeds), mean F1 as mean
+  +- half-range (and std), each seed's mean F1, then the spread note."""
+  aus = table['aus']
+  seeds = sorted({s for r in table['rows'].values() for s in r['seeds']})
+  label = {'f1': 'F1', 'f1_at_05': 'F1@0.5'}.get(
+      table.get('metric', 'f1'), table.get('metric', 'f1'))
+  head = (['row'] + [f'AU{au}' for au in aus]
+          + [f'mean {label} (± half-range)', 'std']
+          + [f'seed {s}' for s in seeds])
+  lines = ['| ' + ' | '.join(head) + ' |',
+           '|' + '|'.join(['---'] + ['---:'] * (len(head) - 1)) + '|']
+  for name, row in table['rows'].items():
+    by_seed = dict(zip(row['seeds'], row['seed_mean_f1']))
+    cells = ([name] + [f'{row["per_au_f1"][str(au)]:.1f}' for au in aus]
+             + [f'{row["mean_f1"]:.1f} ± {row["half_range"]:.1f}',
+                f'{row["std"]:.1f}']
+             + [f'{by_seed[s]:.1f}' if s in by_seed else '-' for s in seeds])
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  notes = []
+  for c in table['comparisons']:
+    verdict = {True: 'exceeds the seed spread',
+               False: 'within the seed spread (does not count)',
+               None: 'one seed only, no spread to judge by'}[c['separated']]
+    notes.append(f'- {c["a"]} -> {c["b"]}: {c["difference"]:+.1f} mean '
+                 f'{label}, {verdict}.')
+  if notes:
+    lines += ['', f'A difference counts only where the seeds\' mean {label} '
+              'ranges of the two rows do not overlap:'] + notes
+  return '\n'.join(lines) + '\n'
+
+
+def write_table(table: Mapping[str, Any], workdir: str) -> tuple[str, str]:
+  """`<workdir>/ablation.json` and `.md` (`ablation_<metric>.*` for a
+  metric other than 'f1'), each written atomically."""
+  from au_jax import tables  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  metric = table.get('metric', 'f1')
+  stem = 'ablation' if metric == 'f1' else f'ablation_{metric}'
+  json_path = os.path.join(workdir, stem + '.json')
+  md_path = os.path.join(workdir, stem + '.md')
+  text = json.dumps(table, indent=1)
+  md = markdown(table)
+  write = tables._write_atomic  # pylint: disable=protected-access
+  write(json_path, lambda f: f.write(text + '\n'))
+  write(md_path, lambda f: f.write(md))
+  return json_path, md_path
