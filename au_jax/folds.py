@@ -21,29 +21,34 @@ Part lists per dataset:
   round-robin: part k (1-based) holds sorted ids k-1, k+2, k+5, ..., so
   part sizes differ by at most one (24 subjects -> 8/8/8; 25 -> 9/8/8).
 
-Protocols (`config.fold_protocol`, `Protocol`):
-- 'standard' (default): the 3 parts above.
-- 'kfold': `config.num_folds` = k parts of any dataset au_jax has folds for,
-  dealt from a seeded order of the available subject ids (`kfold_parts`):
-  the thesis' 10-fold subject-exclusive BP4D protocol (caud_thesis.txt
-  5.1.4, k=10). Named deviation: the thesis used iCPM's 10 splits, which
-  were never released, so ours are drawn from `config.fold_seed`. The order
-  is sha256('<seed>:<id>') (Python's hashlib, the same on every machine and
-  numpy version), so the folds are reproducible from the seed; they are
-  written to every run's results (train.py) and to the cross-fold table.
-  A k-fold run's directories sit under `kfold<k>_seed<s>/` (runs.py), so its
-  fold 3 never shares checkpoints with the standard fold 3.
+Protocols (`config.fold_protocol`): the standard 3 parts above, or seeded
+k folds ('kfold'); `Protocol`, `kfold_parts`, the fold-number checks and
+`parse_folds` are in fold_protocols.py and re-exported here.
 """
 
 import dataclasses
-import hashlib
 import numbers
 import re
 from typing import Sequence
 
 from absl import logging
 
-NUM_FOLDS = 3
+# Re-exported: callers use them as `folds.<name>`.
+# pylint: disable=unused-import
+from au_jax.fold_protocols import KFOLD
+from au_jax.fold_protocols import NUM_FOLDS
+from au_jax.fold_protocols import PROTOCOLS
+from au_jax.fold_protocols import Protocol
+from au_jax.fold_protocols import STANDARD
+from au_jax.fold_protocols import check_fold
+from au_jax.fold_protocols import check_unique
+from au_jax.fold_protocols import config_protocol
+from au_jax.fold_protocols import kfold_parts
+from au_jax.fold_protocols import parse_folds
+from au_jax.fold_protocols import round_robin_parts
+from au_jax.fold_protocols import seeded_order
+# pylint: enable=unused-import
+
 ALL = 'all'  # Every subject trains (cross-dataset protocol).
 
 # Standard subject-exclusive parts (protocols.md); fold k tests on part k.
@@ -92,7 +97,7 @@ class FoldSubjects:
         raise TypeError(f'FoldSubjects.{name} must be a sequence of subject '
                         f'ids, got the string {subjects!r}.')
       subjects = tuple(sorted(str(s) for s in subjects))
-      _check_unique(subjects, f'FoldSubjects.{name}')
+      check_unique(subjects, f'FoldSubjects.{name}')
       object.__setattr__(self, name, subjects)
     # An empty test tuple is the 'all' fold (every subject trains or
     # validates; the test data is another dataset), an empty train tuple a
@@ -113,122 +118,8 @@ class FoldSubjects:
     return tuple(sorted(self.train + self.validation + self.test))
 
 
-def _check_unique(subjects: Sequence[str], where: str) -> None:
-  seen, repeated = set(), set()
-  for s in subjects:
-    (repeated if s in seen else seen).add(s)
-  if repeated:
-    raise ValueError(f'{where} repeats subjects {sorted(repeated)}.')
-
-
-def check_fold(fold: int, num_folds: int = NUM_FOLDS) -> int:
-  """Returns `fold` as an int, or raises naming it and the valid range."""
-  if isinstance(fold, bool) or not isinstance(fold, numbers.Integral):
-    raise ValueError(f'fold must be an int in 1..{num_folds}, got {fold!r}.')
-  if not 1 <= fold <= num_folds:
-    raise ValueError(f'fold {fold} is out of range: valid folds are '
-                     f'1..{num_folds} (fold k tests on part k).')
-  return int(fold)
-
-
-STANDARD = 'standard'
-KFOLD = 'kfold'
-PROTOCOLS = (STANDARD, KFOLD)
-
-
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-  """How subjects are dealt into folds (module docstring).
-
-  name: 'standard' (the 3 standard parts) or 'kfold' (num_folds parts from
-  a seeded order); num_folds: 3 for 'standard', >= 2 for 'kfold'; seed:
-  the 'kfold' order's seed (int >= 0; unused by 'standard').
-  """
-  name: str = STANDARD
-  num_folds: int = NUM_FOLDS
-  seed: int = 0
-
-  def __post_init__(self):
-    if self.name not in PROTOCOLS:
-      raise ValueError(f'fold_protocol={self.name!r}: expected one of '
-                       f'{PROTOCOLS}.')
-    k = self.num_folds
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2:
-      raise ValueError(f'num_folds={k!r}: expected an int >= 2.')
-    if self.name == STANDARD and k != NUM_FOLDS:
-      raise ValueError(
-          f'num_folds={k} with fold_protocol={STANDARD!r}: the standard '
-          f"protocol has {NUM_FOLDS} parts; set fold_protocol='{KFOLD}' for "
-          f'{k} seeded folds.')
-    seed = self.seed
-    if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-        or seed < 0):
-      raise ValueError(f'fold_seed={seed!r}: expected an int >= 0.')
-    object.__setattr__(self, 'num_folds', int(k))
-    object.__setattr__(self, 'seed', int(seed))
-
-  @property
-  def dir_name(self) -> str | None:
-    """None for 'standard'; 'kfold<k>_seed<s>' (a run-directory level)."""
-    if self.name == STANDARD:
-      return None
-    return f'{KFOLD}{self.num_folds}_seed{self.seed}'
-
-  def as_dict(self) -> dict[str, object]:
-    """What results files record: {'name', 'num_folds'[, 'seed']}."""
-    out = {'name': self.name, 'num_folds': self.num_folds}
-    if self.name == KFOLD:
-      out['seed'] = self.seed
-    return out
-
-
-def config_protocol(config) -> Protocol:
-  """The Protocol of a config's fold_protocol / num_folds / fold_seed
-  fields (absent or None: the standard 3 folds)."""
-  name = config.get('fold_protocol') or STANDARD
-  num_folds = config.get('num_folds')
-  if num_folds is None:
-    if name == KFOLD:
-      raise ValueError(f"fold_protocol='{KFOLD}' needs config.num_folds "
-                       '(the thesis: 10).')
-    num_folds = NUM_FOLDS
-  seed = config.get('fold_seed')
-  return Protocol(name, num_folds, 0 if seed is None else seed)
-
-
-def seeded_order(subjects: Sequence[str], seed: int) -> list[str]:
-  """`subjects` sorted by sha256('<seed>:<id>') hex digest (ties: by id)."""
-  def key(subject):
-    digest = hashlib.sha256(f'{seed}:{subject}'.encode('utf-8')).hexdigest()
-    return digest, subject
-  return sorted((str(s) for s in subjects), key=key)
-
-
-def kfold_parts(subjects: Sequence[str], num_folds: int,
-                seed: int) -> tuple[tuple[str, ...], ...]:
-  """k parts: the seeded order dealt round-robin, part k (1-based) holding
-  order[k-1::num_folds] (sizes differ by at most one; 41 BP4D subjects in
-  10 parts: one of 5, nine of 4)."""
-  subjects = [str(s) for s in subjects]
-  _check_unique(subjects, 'k-fold subjects')
-  if len(subjects) < num_folds:
-    raise ValueError(f'{num_folds}-fold protocol needs at least {num_folds} '
-                     f'subjects; the data has {len(subjects)}: '
-                     f'{sorted(subjects)}.')
-  order = seeded_order(subjects, seed)
-  return tuple(tuple(order[k::num_folds]) for k in range(num_folds))
-
-
 # Split-name prefix of FERA 2017's challenge-validation subjects.
 FERA_VALIDATION_PREFIX = 'VA_'
-
-
-def round_robin_parts(
-    subjects: Sequence[str],
-    num_parts: int = NUM_FOLDS) -> tuple[tuple[str, ...], ...]:
-  """Sorted ids dealt round-robin: part k holds sorted[k-1::num_parts]."""
-  ordered = sorted(subjects)
-  return tuple(tuple(ordered[k::num_parts]) for k in range(num_parts))
 
 
 def _check_dataset(dataset: str) -> None:
@@ -241,7 +132,7 @@ def _protocol_subjects(dataset: str, available: Sequence[str]) -> list[str]:
   """The available ids a fold protocol deals (FERA 2017's challenge-
   validation splits left out, logged)."""
   available = [str(s) for s in available]
-  _check_unique(available, f'available subjects of {dataset}')
+  check_unique(available, f'available subjects of {dataset}')
   if dataset == 'fera2017':
     # FERA 2017's validation partition (splits `VA_<id>`, the same people as
     # BP4D's) is outside the BP4D-part folds: leave it out, logged.
@@ -414,54 +305,10 @@ def split_spec(subjects: Sequence[str]) -> str:
   if not subjects:
     raise ValueError('split_spec: no subjects given; an empty split would '
                      'read nothing.')
-  _check_unique(subjects, 'split_spec subjects')
+  check_unique(subjects, 'split_spec subjects')
   bad = [s for s in subjects if not _SPLIT_NAME.match(s)]
   if bad:
     raise ValueError(f'split_spec: {bad} are not valid TFDS split names '
                      '(letters, digits, _ and - only).')
   return '+'.join(subjects)
 
-
-def parse_folds(value: int | str | Sequence[int],
-                num_folds: int = NUM_FOLDS) -> tuple[int, ...]:
-  """Folds from a flag or config value: 2, '2', '1,2,3', '(1, 2, 3)', [1, 3].
-
-  Returns the folds in the order given; repeats, empty values and folds
-  outside 1..num_folds (3, or a k-fold protocol's k) are errors.
-  """
-  original = value
-  if isinstance(value, bool):
-    raise ValueError(f'folds: expected fold numbers in 1..{num_folds}, got '
-                     f'{original!r}.')
-  if isinstance(value, numbers.Integral):
-    items = [value]
-  elif isinstance(value, str):
-    text = value.strip()
-    if len(text) >= 2 and (text[0], text[-1]) in (('(', ')'), ('[', ']')):
-      text = text[1:-1]
-    pieces = [p.strip() for p in text.split(',')]
-    if pieces and pieces[-1] == '' and len(pieces) > 1:  # '(1,)'
-      pieces = pieces[:-1]
-    if not all(re.fullmatch(r'[+-]?\d+', p) for p in pieces):
-      raise ValueError(f'folds: cannot parse {original!r}; write e.g. 2, '
-                       f"'1,2,3' or '(1, 2, 3)' with folds in 1..{num_folds}.")
-    items = [int(p) for p in pieces]
-  elif isinstance(value, Sequence):
-    items = list(value)
-  else:
-    raise ValueError(f'folds: cannot parse {original!r} of type '
-                     f'{type(original).__name__}; give an int, a string '
-                     "like '1,2,3', or a sequence of ints.")
-  if not items:
-    raise ValueError(f'folds: {original!r} names no fold.')
-  folds = []
-  for item in items:
-    if isinstance(item, bool) or not isinstance(item, numbers.Integral):
-      raise ValueError(f'folds: {item!r} in {original!r} is not an int fold '
-                       f'number in 1..{num_folds}.')
-    if not 1 <= item <= num_folds:
-      raise ValueError(f'folds: fold {item} in {original!r} is out of range; '
-                       f'valid folds are 1..{num_folds}.')
-    folds.append(int(item))
-  _check_unique(folds, f'folds {original!r}')
-  return tuple(folds)
