@@ -5,8 +5,8 @@
 - video: streaming video frames, image reading and encoding.
 - flow: optical flow (DIS / TV-L1) and the AUNets flow image.
 - frames: per-frame record building shared by the real-dataset builders;
-  frame_reading (finding, decoding and pairing a job's frames with labels)
-  and build_runners (worker processes, the Beam path) behind it.
+  frame_reading (finding, decoding and pairing a job's frames with labels),
+  build_runners (worker processes) and build_beam (the Beam path) behind it.
 """
 
 from au_jax.preprocess.face import FaceOptions

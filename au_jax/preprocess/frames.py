@@ -10,17 +10,18 @@ the jobs
 - in-process (`AU_JAX_BUILD_WORKERS=0`),
 - in one spawned worker process per subject, at most one per core at a time
   (the default; `build_runners.WorkerRunner`), or
-- in an Apache Beam pipeline per split (`build_runners.beam_split`) when the
+- in an Apache Beam pipeline per split (`build_beam.beam_split`) when the
   caller passes `DownloadConfig(beam_runner=...)` or `beam_options`,
 
 and print a build summary at the end (`build_runners.BuildStats`).
 
-Two modules hold the rest, and their public names are re-exported here, so
+Three modules hold the rest, and their public names are re-exported here, so
 builders and tests import everything from this module:
 
 - `frame_reading`: finding, decoding and label-pairing a job's frames,
   named problems and the damaged-frame limit;
-- `build_runners`: the worker processes, the Beam pipeline and the summary.
+- `build_runners`: the worker processes and the summary;
+- `build_beam`: the Beam pipeline and its counters.
 """
 
 import collections
@@ -36,18 +37,18 @@ from au_jax.preprocess import face as face_lib
 from au_jax.preprocess import video as video_lib
 # Re-exported: builders and tests use them as `frames.<name>`.
 # pylint: disable=unused-import
-from au_jax.preprocess.build_runners import BEAM_NAMESPACE
+from au_jax.preprocess.build_beam import BEAM_NAMESPACE
+from au_jax.preprocess.build_beam import KEY_BITS
+from au_jax.preprocess.build_beam import beam_key
+from au_jax.preprocess.build_beam import beam_split
+from au_jax.preprocess.build_beam import summary_from_counters
 from au_jax.preprocess.build_runners import BuildStats
 from au_jax.preprocess.build_runners import BuildWorkerError
 from au_jax.preprocess.build_runners import Example
 from au_jax.preprocess.build_runners import FAULT_ENV
-from au_jax.preprocess.build_runners import KEY_BITS
 from au_jax.preprocess.build_runners import ProcessFn
 from au_jax.preprocess.build_runners import SCRATCH_PREFIX
 from au_jax.preprocess.build_runners import WorkerRunner
-from au_jax.preprocess.build_runners import beam_key
-from au_jax.preprocess.build_runners import beam_split
-from au_jax.preprocess.build_runners import summary_from_counters
 from au_jax.preprocess.frame_reading import DAMAGED
 from au_jax.preprocess.frame_reading import NAMED
 from au_jax.preprocess.frame_reading import check_damaged
