@@ -159,8 +159,11 @@ def _config_path_ok(v, c, d):
 
 
 def _or_none(rule: Rule) -> Rule:
-  return Rule(lambda v, c, d: v is None or rule.ok(v, c, d),
-              f'{rule.valid} or None', rule.bad)
+  if callable(rule.valid):  # A range that depends on the config.
+    valid = lambda c, d: f'{rule.valid(c, d)} or None'
+  else:
+    valid = f'{rule.valid} or None'
+  return Rule(lambda v, c, d: v is None or rule.ok(v, c, d), valid, rule.bad)
 
 
 _REGEX = Rule(lambda v, c, d: _is_regex(v),

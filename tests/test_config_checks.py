@@ -333,6 +333,16 @@ def test_init_from(config):
   _set(config, 'init_from.fold', 0)
   assert _error(config).startswith('config.init_from.fold=0 is invalid')
   _set(config, 'init_from.fold', 1)
+  _set(config, 'init_from.method', 'no_such_method')  # Range in words.
+  assert _error(config).startswith(
+      "config.init_from.method='no_such_method' is invalid: must be the name "
+      'of a file au_jax/methods/<name>.py (have [')
+  assert _error(config).endswith(') or None.')
+  _set(config, 'init_from.method', 'classify')
+  _set(config, 'init_from.workdir', '')
+  assert _error(config).startswith("config.init_from.workdir='' is invalid")
+  _set(config, 'init_from.workdir', '../../rgb/seed_0')
+  config_checks.check_config(config)
   with config.init_from.unlocked():
     config.init_from.weights = 'x'
   assert 'init_from has unknown field' in _error(config)
