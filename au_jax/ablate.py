@@ -24,8 +24,10 @@ row gets the same budget per stage, and shared stages are the very same
 runs for all rows. A row equal to an earlier one copies its results.
 
 Written (atomically, after every finished (row, seed), so a partial table
-can be read while the ablation runs): `<workdir>/ablation.md` and
-`<workdir>/ablation.json`. The note under the table says which differences
+can be read while the ablation runs): `<workdir>/ablation.md`,
+`<workdir>/ablation.json` and a figure, `<workdir>/ablation.png`
+(`python -m au_jax.ablate_table OUT.png A.json B.json` draws several
+workdirs' tables as one). The note under the table says which differences
 between consecutive rows exceed the spread between seeds (the seeds' mean
 F1 ranges do not overlap); only those count.
 """

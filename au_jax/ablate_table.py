@@ -35,7 +35,9 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
     {'aus', 'metric', 'rows': {row: {'seeds', 'per_au_f1' (mean over
     seeds), 'mean_f1' (mean over seeds of each seed's mean; named F1 for
     any metric), 'seed_mean_f1' [S], 'min',
-    'max', 'half_range', 'std' (ddof 1; 0 for one seed)}}, 'comparisons':
+    'max', 'half_range', 'std' (ddof 1; 0 for one seed), 'floor' (the
+    seeds' mean all-positive F1, results' mean 'baseline_f1', where every
+    seed has it)}}, 'comparisons':
     [consecutive row pairs: 'a', 'b', 'difference' (b - a), 'separated'
     (seed ranges do not overlap; None when a row has one seed)]}.
   """
@@ -57,6 +59,9 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
         'half_range': float((means.max() - means.min()) / 2),
         'std': float(means.std(ddof=1)) if len(means) > 1 else 0.0,
     }
+    floors = [by_seed[s]['mean'].get('baseline_f1') for s in seeds]
+    if all(f is not None for f in floors):
+      rows[name]['floor'] = float(np.mean(floors))
   comparisons = []
   names = list(rows)
   for a, b in zip(names, names[1:]):
@@ -104,8 +109,8 @@ def markdown(table: Mapping[str, Any]) -> str:
 
 
 def write_table(table: Mapping[str, Any], workdir: str) -> tuple[str, str]:
-  """`<workdir>/ablation.json` and `.md` (`ablation_<metric>.*` for a
-  metric other than 'f1'), each written atomically."""
+  """`<workdir>/ablation.json`, `.md` and `.png` (`ablation_<metric>.*`
+  for a metric other than 'f1'), each written atomically."""
   from au_jax import tables  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   metric = table.get('metric', 'f1')
@@ -117,4 +122,79 @@ def write_table(table: Mapping[str, Any], workdir: str) -> tuple[str, str]:
   write = tables._write_atomic  # pylint: disable=protected-access
   write(json_path, lambda f: f.write(text + '\n'))
   write(md_path, lambda f: f.write(md))
+  plot(table, os.path.join(workdir, stem + '.png'))
   return json_path, md_path
+
+
+def merge(tables: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """One table from several (e.g. two ablation workdirs of the same AUs and
+  metric): rows in order, a row name already taken keeps its first table's
+  values; comparisons are dropped (recompute from the rows if needed)."""
+  first = tables[0]
+  for table in tables[1:]:
+    if (table['aus'], table['metric']) != (first['aus'], first['metric']):
+      raise ValueError(
+          f'ablate_table: cannot merge a table of AUs {table["aus"]} / '
+          f'{table["metric"]!r} into one of {first["aus"]} / '
+          f'{first["metric"]!r}.')
+  rows = {}
+  for table in tables:
+    for name, row in table['rows'].items():
+      rows.setdefault(name, row)
+  return {'aus': first['aus'], 'metric': first['metric'], 'rows': rows}
+
+
+def plot(table: Mapping[str, Any], path: str, title: str = '') -> str:
+  """Each row's seeds' mean F1 as dots, their mean as a bar with the
+  half-range, and the all-positive floor as a dashed line (where the rows
+  carry one): where people would rather look than read the table."""
+  from au_jax import visualize  # pylint: disable=g-import-not-at-top
+  plt = visualize.plt
+  names = list(table['rows'])
+  figure, axis = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2))
+  for y, name in enumerate(names):
+    row = table['rows'][name]
+    axis.barh(y, row['mean_f1'], xerr=row['half_range'], color='#9ecae1',
+              ecolor='#3182bd', capsize=3, height=0.6)
+    axis.plot(row['seed_mean_f1'], [y] * len(row['seed_mean_f1']), 'o',
+              color='#08519c', markersize=4)
+  floors = [r['floor'] for r in table['rows'].values() if 'floor' in r]
+  if floors and len(floors) == len(names):
+    axis.axvline(float(np.mean(floors)), color='#e6550d', linestyle='--',
+                 label=f'all-positive F1 {np.mean(floors):.1f}')
+    axis.legend(loc='lower right', fontsize=8)
+  values = [v for r in table['rows'].values() for v in r['seed_mean_f1']]
+  low = min(values + floors) if values else 0.0
+  axis.set_xlim(max(0.0, low - 10), min(100.0, max(values) + 5))
+  axis.set_yticks(range(len(names)), names)
+  axis.invert_yaxis()
+  metric = table['metric']
+  axis.set_xlabel(f'mean {"F1" if metric == "f1" else metric} over AUs '
+                  f'{table["aus"]}; dots: seeds, bar: mean ± half-range')
+  if title:
+    axis.set_title(title, fontsize=10)
+  return visualize._save(figure, path)  # pylint: disable=protected-access
+
+
+def main(argv: Sequence[str]) -> None:
+  """python -m au_jax.ablate_table OUT.png TABLE.json [TABLE.json ...]
+  [--title=TEXT]: the merged tables' rows as a figure."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog='python -m au_jax.ablate_table')
+  parser.add_argument('out')
+  parser.add_argument('tables', nargs='+', help='ablation*.json files')
+  parser.add_argument('--title', default='')
+  args = parser.parse_args(argv)
+  tables = []
+  for path in args.tables:
+    try:
+      with open(path) as f:
+        tables.append(json.load(f))
+    except (OSError, ValueError) as error:
+      parser.error(f'{path}: not a readable ablation table ({error}).')
+  print(f'Written {plot(merge(tables), args.out, args.title)}')
+
+
+if __name__ == '__main__':
+  import sys  # pylint: disable=g-import-not-at-top
+  main(sys.argv[1:])

@@ -59,7 +59,8 @@ def test_write_table(tmp_path):
     assert json.load(f)['rows']['b']['mean_f1'] == 56.5
   with open(md_path) as f:
     assert f.read() == ablate.markdown(_hand_table())
-  assert sorted(os.listdir(tmp_path)) == ['ablation.json', 'ablation.md']
+  assert sorted(os.listdir(tmp_path)) == ['ablation.json', 'ablation.md',
+                                         'ablation.png']  # No temp left.
 
 
 def test_metric_f1_at_05(tmp_path):
@@ -160,3 +161,34 @@ def test_no_train_mode_refuses_missing_runs(tmp_path):
   with pytest.raises(FileNotFoundError, match='stem seed 0 has no finished'):
     ablate.run_ablation(base, rows, ['stem'], [0], str(tmp_path),
                         train_missing=False)
+
+
+def test_floor_merge_and_figure(tmp_path):
+  from au_jax import ablate_table  # pylint: disable=g-import-not-at-top
+  with_floor = dict(_results(50.0, 60.0))
+  with_floor['mean'] = dict(with_floor['mean'], baseline_f1=40.0)
+  other = dict(_results(54.0, 60.0))
+  other['mean'] = dict(other['mean'], baseline_f1=42.0)
+  table = ablate.aggregate({'a': {0: with_floor, 1: other},
+                            'b': {0: _results(1.0, 1.0)}}, AUS)
+  assert table['rows']['a']['floor'] == 41.0  # Mean of the seeds' floors.
+  assert 'floor' not in table['rows']['b']  # Its results have none.
+  second = ablate.aggregate({'b': {0: _results(9.0, 9.0)},
+                             'c': {0: _results(30.0, 40.0)}}, AUS)
+  merged = ablate_table.merge([table, second])
+  assert list(merged['rows']) == ['a', 'b', 'c']
+  assert merged['rows']['b']['mean_f1'] == 1.0  # The first table's row.
+  assert merged['rows']['c']['mean_f1'] == 35.0
+  with pytest.raises(ValueError, match='cannot merge'):
+    ablate_table.merge([table, dict(second, metric='f1_at_05')])
+  ablate.write_table(table, str(tmp_path))
+  with open(tmp_path / 'ablation.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  out = str(tmp_path / 'merged.png')
+  paths = []
+  for i, t in enumerate((table, second)):
+    paths.append(str(tmp_path / f't{i}.json'))
+    with open(paths[-1], 'w') as f:
+      json.dump(t, f)
+  ablate_table.main([out] + paths + ['--title=x'])
+  assert os.path.getsize(out) > 1000
