@@ -67,6 +67,7 @@ the plan needs is printed before training starts.
 import ml_collections
 
 from au_jax import aus
+from au_jax import config_presets
 from au_jax.models import aunets
 
 BASE_VARIANTS = ('', 'cpu', 'paper', 'test', 'multiview', 'ablation')
@@ -321,14 +322,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.crop_size = 32
     config.folds = '1'
     config.init_from = emonet_init('test')
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 2
-    config.log_every_steps = 1
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.max_validation_frames = 16
+    config_presets.tiny_run(config)
     config.median_window = 'tune'
-    config.num_workers = 0
-    config.progress_bar = False
   return config

@@ -55,6 +55,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
+from au_jax import config_presets
 
 
 # Issue 10 item 5 for `python -m au_jax.ablate --config=configs/caud.py`:
@@ -191,15 +192,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.folds = '1'
     config.one_model_per = ()
     config.init_from = emonet_init('test', per_au=False)
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 2
-    config.log_every_steps = 1
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.max_validation_frames = 16
-    config.num_workers = 0
-    config.progress_bar = False
+    config_presets.tiny_run(config)
   else:
     raise ValueError(f"configs/caud.py: unknown variant {arg!r}; use '', "
                      "'cpu', 'paper', 'paper10' or 'test'.")

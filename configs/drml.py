@@ -33,6 +33,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
+from au_jax import config_presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -165,16 +166,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The smallest input DRML's conv stack takes: conv1 -> 56x56 (an 8x8 grid
     # of 7x7 patches) ... conv7 -> 1x1x16.
     config.crop_size = 66
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 4
-    config.log_every_steps = 2
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
+    config_presets.tiny_run(config, steps=4, log_every=2)
     config.num_validation_subjects = 1
-    config.max_validation_frames = 16
-    config.num_workers = 0
-    config.progress_bar = False
   else:
     raise ValueError(f"configs/drml.py: unknown variant {arg!r}; use '', "
                      "'cpu', 'paper', 'gpu' or 'test'.")

@@ -66,6 +66,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
+from au_jax import config_presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -153,15 +154,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.crop_size = 32
     config.folds = '1'
     config.learning_rate = 0.01
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 2
-    config.log_every_steps = 1
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.max_validation_frames = 16
-    config.num_workers = 0
-    config.progress_bar = False
+    config_presets.tiny_run(config)
   else:
     raise ValueError(f"configs/emonet.py: unknown variant {arg!r}; use '', "
                      "'cpu', 'paper' or 'test'.")

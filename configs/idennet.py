@@ -80,6 +80,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
+from au_jax import config_presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -192,16 +193,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.crop_size = 64
     config.flip = True
     config.folds = '1'
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 2
-    config.log_every_steps = 1
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
+    config_presets.tiny_run(config)
     config.num_validation_subjects = 1
-    config.max_validation_frames = 16
-    config.num_workers = 0
-    config.progress_bar = False
   else:
     raise ValueError(f"configs/idennet.py: unknown variant {arg!r}; use '', "
                      "'cpu', 'cross', 'paper' or 'test'.")

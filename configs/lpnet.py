@@ -59,6 +59,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
+from au_jax import config_presets
 
 # Table 3 rows for `python -m au_jax.ablate` (docs/lpnet_ablation.md). Each
 # row is a dict of config overrides; dotted keys reach into stage overlays.
@@ -238,16 +239,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.resize_size = 72
     config.crop_size = 64  # k = 2x2 local features.
     config.folds = '1'
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 2
-    config.log_every_steps = 1
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
+    config_presets.tiny_run(config)
     config.num_validation_subjects = 1
-    config.max_validation_frames = 16
-    config.num_workers = 0
-    config.progress_bar = False
     config.num_classes = 6
     # tiny's 6 people stand in for the identity data set.
     config.stages = _stages(2, 2, 'tiny', 6)
