@@ -21,8 +21,6 @@ channel counts and the forward + backward / region / VGG comparisons
 quoted in models/conv.py (figures in benchmarks/README.md).
 """
 
-import time
-
 from absl import app
 from absl import flags
 import jax
@@ -31,6 +29,7 @@ import numpy as np
 
 from au_jax.models import conv
 from au_jax.models import drml
+from benchmarks import timing
 
 _BATCH = flags.DEFINE_integer('batch_size', 32, 'Faces per call.')
 _MORE = flags.DEFINE_boolean(
@@ -47,15 +46,8 @@ LAYERS = (  # name, input size, C_in, kernel, C_out
 
 
 def best_ms(fn, *args) -> float:
-  jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    for _ in range(_CALLS.value):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - start) / _CALLS.value)
-  return 1000 * best
+  return 1000 * timing.best_seconds(fn, *args, calls=_CALLS.value,
+                                    repeats=_REPEATS.value)
 
 
 def torch_ms(x: np.ndarray, kernel: np.ndarray) -> float | None:
@@ -65,14 +57,10 @@ def torch_ms(x: np.ndarray, kernel: np.ndarray) -> float | None:
     return None
   tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
   tw = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
-  with torch.no_grad():
-    torch.nn.functional.conv2d(tx, tw)
-    best = float('inf')
-    for _ in range(_REPEATS.value):
-      start = time.perf_counter()
-      for _ in range(_CALLS.value):
-        torch.nn.functional.conv2d(tx, tw)
-      best = min(best, (time.perf_counter() - start) / _CALLS.value)
+  with torch.no_grad():  # CPU tensors: conv2d is synchronous.
+    best = timing.best_seconds(torch.nn.functional.conv2d, tx, tw,
+                               calls=_CALLS.value, repeats=_REPEATS.value,
+                               sync=None)
   return 1000 * best
 
 

@@ -31,6 +31,7 @@ import optax
 
 from au_jax.models import drml
 from au_jax.models import layers
+from benchmarks import timing
 
 _BATCH = flags.DEFINE_integer('batch_size', 16, 'Images per step.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per window.')
@@ -56,15 +57,8 @@ def multilabel_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def _time(fn, *args) -> float:
   """Best seconds per call over the windows (after one warm-up call)."""
-  jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      result = fn(*args)
-    jax.block_until_ready(result)
-    best = min(best, (time.perf_counter() - start) / _STEPS.value)
-  return best
+  return timing.best_seconds(fn, *args, calls=_STEPS.value,
+                             repeats=_REPEATS.value)
 
 
 def main(argv):

@@ -25,7 +25,6 @@ one-line result: au_jax's best over torch.compile per dtype (goal on GPU:
 
 import os
 import platform
-import time
 
 from absl import app
 from absl import flags
@@ -37,6 +36,7 @@ import optax
 from au_jax import losses
 from au_jax.models import drml
 from au_jax.models import layers
+from benchmarks import timing
 
 _BATCH = flags.DEFINE_integer('batch_size', 16, 'Images per step.')
 _SIZE = flags.DEFINE_integer('input_size', 170, 'Input side (DRML: 170).')
@@ -65,15 +65,13 @@ def machine() -> str:
 
 
 def _best_rate(step, *args) -> float:
-  """Best images/s over the windows, after one warm-up (compile) call."""
-  best = float('inf')
-  step(*args)
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      step(*args)
-    best = min(best, (time.perf_counter() - start) / _STEPS.value)
-  return _BATCH.value / best
+  """Best images/s over the windows, after one warm-up (compile) call.
+
+  `step` waits for its own result on every call (block_until_ready, or
+  torch.cuda.synchronize on CUDA), so the timing loop adds no sync.
+  """
+  return _BATCH.value / timing.best_seconds(
+      step, *args, calls=_STEPS.value, repeats=_REPEATS.value, sync=None)
 
 
 def jax_rate(implementation: str, dtype: str) -> tuple[float, int]:

@@ -58,6 +58,7 @@ import optax
 from au_jax.methods import lpnet as lpnet_method
 from au_jax.models import lpnet
 from au_jax.models import resnet
+from benchmarks import timing
 
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per step.')
 _SIZE = flags.DEFINE_integer('input_size', 96, 'Input height = width.')
@@ -216,15 +217,8 @@ def _torch_step(name: str, batch: dict[str, np.ndarray]):
 
 
 def _best_seconds(run, block) -> float:
-  block(run())  # warm-up
-  best = float('inf')
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      result = run()
-    block(result)
-    best = min(best, (time.perf_counter() - start) / _STEPS.value)
-  return best
+  return timing.best_seconds(run, calls=_STEPS.value, repeats=_REPEATS.value,
+                             sync=block)
 
 
 def main(argv):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from au_jax.models import layers
+from benchmarks import timing
 
 _BATCH = flags.DEFINE_integer('batch_size', 16, 'Images per call.')
 _SIZE = flags.DEFINE_integer('size', 160, 'Input height = width (conv1 map).')
@@ -65,14 +66,8 @@ def benchmark(implementation: str) -> dict[str, float]:
   start = time.perf_counter()
   compiled = jax.jit(step).lower(variables, x, cotangent).compile()
   compile_s = time.perf_counter() - start
-  jax.block_until_ready(compiled(variables, x, cotangent))  # warm-up
-  best = float('inf')
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      result = compiled(variables, x, cotangent)
-    jax.block_until_ready(result)
-    best = min(best, (time.perf_counter() - start) / _STEPS.value)
+  best = timing.best_seconds(compiled, variables, x, cotangent,
+                             calls=_STEPS.value, repeats=_REPEATS.value)
   return {'compile_s': compile_s, 'ms': 1e3 * best,
           'img_per_s': _BATCH.value / best}
 

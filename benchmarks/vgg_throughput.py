@@ -49,6 +49,7 @@ import optax
 from au_jax import optim
 from au_jax.models import caud
 from au_jax.models import vgg
+from benchmarks import timing
 
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per step.')
 _SIZE = flags.DEFINE_integer('input_size', 112, 'Input height = width.')
@@ -66,16 +67,8 @@ _PARTS = flags.DEFINE_list('parts', ['vgg', 'hydranet'],
 
 def _best_seconds(step, *args) -> float:
   """Best seconds per call over the windows, after a warm-up call."""
-  out = step(*args)
-  jax.block_until_ready(out)
-  best = float('inf')
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      out = step(*args)
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - start) / _STEPS.value)
-  return best
+  return timing.best_seconds(step, *args, calls=_STEPS.value,
+                             repeats=_REPEATS.value)
 
 
 def _report(name: str, seconds: float) -> None:
@@ -159,13 +152,9 @@ def _torch_vgg(images, labels) -> None:
     sync()
 
   for name, step in (('train', train_step), ('inference', infer)):
-    step()
-    best = float('inf')
-    for _ in range(_REPEATS.value):
-      start = time.perf_counter()
-      for _ in range(_STEPS.value):
-        step()
-      best = min(best, (time.perf_counter() - start) / _STEPS.value)
+    # Each step syncs itself (CUDA), so the loop adds no sync of its own.
+    best = timing.best_seconds(step, calls=_STEPS.value,
+                               repeats=_REPEATS.value, sync=None)
     _report(f'VGG-16 {name:9s} PyTorch {torch.__version__} ({device})', best)
 
 
