@@ -1,9 +1,8 @@
 """The field rules `config_checks.check_config` applies: `RULES`.
 
-Field pattern -> `config_checks.Rule`; adding a field is one line here. The
-rule kinds (`ints`, `reals`, ...), enumerations and walking stay in
-config_checks.py, which imports this module inside functions only (no
-import cycle).
+Field pattern -> `config_rule_kinds.Rule`; adding a field is one line
+here. The rule kinds (`ints`, `reals`, ...) and enumerations are in
+config_rule_kinds.py; the walking is config_checks.py.
 """
 
 import pathlib
@@ -12,26 +11,26 @@ from typing import Any, Callable
 
 from au_jax import aus as aus_lib
 from au_jax import folds as folds_lib
-from au_jax.config_checks import CACHE_MODES
-from au_jax.config_checks import CLASSIFY_FIELDS
-from au_jax.config_checks import DTYPES
-from au_jax.config_checks import INIT_FROM_FIELDS
-from au_jax.config_checks import LOSS_NORMALISATIONS
-from au_jax.config_checks import OPTIMIZERS
-from au_jax.config_checks import PER_MODEL_AXES
-from au_jax.config_checks import Rule
-from au_jax.config_checks import SCHEDULES
-from au_jax.config_checks import SEED_LIMIT
-from au_jax.config_checks import batch_size
-from au_jax.config_checks import boolean
-from au_jax.config_checks import choice
-from au_jax.config_checks import ints
-from au_jax.config_checks import reals
-from au_jax.config_checks import _is_int
-from au_jax.config_checks import _is_real
-from au_jax.config_checks import _is_regex
-from au_jax.config_checks import _module_names
-from au_jax.config_checks import _names_module
+from au_jax.config_rule_kinds import CACHE_MODES
+from au_jax.config_rule_kinds import CLASSIFY_FIELDS
+from au_jax.config_rule_kinds import DTYPES
+from au_jax.config_rule_kinds import INIT_FROM_FIELDS
+from au_jax.config_rule_kinds import LOSS_NORMALISATIONS
+from au_jax.config_rule_kinds import OPTIMIZERS
+from au_jax.config_rule_kinds import PER_MODEL_AXES
+from au_jax.config_rule_kinds import Rule
+from au_jax.config_rule_kinds import SCHEDULES
+from au_jax.config_rule_kinds import SEED_LIMIT
+from au_jax.config_rule_kinds import batch_size
+from au_jax.config_rule_kinds import boolean
+from au_jax.config_rule_kinds import choice
+from au_jax.config_rule_kinds import ints
+from au_jax.config_rule_kinds import reals
+from au_jax.config_rule_kinds import _is_int
+from au_jax.config_rule_kinds import _is_real
+from au_jax.config_rule_kinds import _is_regex
+from au_jax.config_rule_kinds import _module_names
+from au_jax.config_rule_kinds import _names_module
 
 _REPO = pathlib.Path(__file__).parent.parent
 
