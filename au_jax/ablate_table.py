@@ -76,13 +76,17 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
           'comparisons': comparisons}
 
 
+def _label(metric: str) -> str:
+  """How a metric key reads in a table or on an axis."""
+  return {'f1': 'F1', 'f1_at_05': 'F1@0.5'}.get(metric, metric)
+
+
 def markdown(table: Mapping[str, Any]) -> str:
   """The table as Markdown: per-AU F1 (mean over seeds), mean F1 as mean
   +- half-range (and std), each seed's mean F1, then the spread note."""
   aus = table['aus']
   seeds = sorted({s for r in table['rows'].values() for s in r['seeds']})
-  label = {'f1': 'F1', 'f1_at_05': 'F1@0.5'}.get(
-      table.get('metric', 'f1'), table.get('metric', 'f1'))
+  label = _label(table.get('metric', 'f1'))
   head = (['row'] + [f'AU{au}' for au in aus]
           + [f'mean {label} (± half-range)', 'std']
           + [f'seed {s}' for s in seeds])
@@ -168,8 +172,7 @@ def plot(table: Mapping[str, Any], path: str, title: str = '') -> str:
   axis.set_xlim(max(0.0, low - 10), min(100.0, max(values) + 5))
   axis.set_yticks(range(len(names)), names)
   axis.invert_yaxis()
-  metric = table['metric']
-  axis.set_xlabel(f'mean {"F1" if metric == "f1" else metric} over AUs '
+  axis.set_xlabel(f'mean {_label(table["metric"])} over AUs '
                   f'{table["aus"]}; dots: seeds, bar: mean ± half-range')
   if title:
     axis.set_title(title, fontsize=10)
