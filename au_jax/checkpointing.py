@@ -10,35 +10,24 @@ then rename, so a killed run never leaves a half-written step):
          run with a different architecture/label set is refused clearly.
 
 Finished runs that keep only their best weights (config.keep_weights_only)
-and the disk a run plan needs are in finished_runs.py; their public names
-are re-exported here.
+are read and written here too (`save_weights_only`, `finished_run`,
+`drop_full_checkpoints`).
 """
 
-import hashlib
-import json
-import os
-from typing import Any
 
 from absl import logging
+import hashlib
 import jax
+import json
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
-
-# Re-exported: callers use them as `checkpointing.<name>`.
-# pylint: disable=unused-import
-from au_jax.finished_runs import FINISHED
-from au_jax.finished_runs import WEIGHTS_DIR
-from au_jax.finished_runs import describe_plan_disk
-from au_jax.finished_runs import directory_bytes
-from au_jax.finished_runs import drop_full_checkpoints
-from au_jax.finished_runs import finished_run
-from au_jax.finished_runs import plan_disk_bytes
-from au_jax.finished_runs import read_test_results
-from au_jax.finished_runs import restore_weights_only
-from au_jax.finished_runs import save_weights_only
-# pylint: enable=unused-import
+import orbax.checkpoint as ocp
+import os
+import shutil
+from typing import Any
+from au_jax import runs
+from au_jax import tables
 
 BEST_METRIC = 'val_best'  # Saved with each evaluated step; see train.py.
 
@@ -59,7 +48,6 @@ OBSERVE_FIELDS = frozenset({
 
 def run_dir(config: ml_collections.ConfigDict, workdir: str, fold) -> str:
   """The run directory of `fold` (or a runs.RunKey); see runs.run_dir."""
-  from au_jax import runs  # pylint: disable=g-import-not-at-top
   return runs.run_dir(config, workdir, fold)
 
 
@@ -103,7 +91,6 @@ def data_version(builder: Any) -> str:
 def write_config(config: ml_collections.ConfigDict, directory: str) -> str:
   """Writes `<directory>/config.json` (the run's full config) atomically, so
   a run directory describes itself (predict reads it)."""
-  from au_jax import tables  # pylint: disable=g-import-not-at-top
   path = os.path.join(directory, 'config.json')
   text = json.dumps(_plain(config), indent=1, sort_keys=True)
   tables._write_atomic(path, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
@@ -291,3 +278,104 @@ def restore_raw(directory: str) -> tuple[dict[str, Any], int]:
   if finished:
     return restore_weights_only(directory)
   raise FileNotFoundError(f'{directory} holds no finished checkpoint.')
+
+
+WEIGHTS_DIR = 'best_weights'
+FINISHED = 'finished.json'
+
+
+def save_weights_only(directory: str, state: Any, step: int,
+                      meta: dict[str, Any], num_train_steps: int) -> str:
+  """Writes `<directory>/best_weights/` (state: params + batch_stats of
+  `state`, no optimiser state; finished.json: `meta`, step,
+  num_train_steps) through a temporary folder renamed last, so the marker
+  exists only when the weights are complete. Returns its path."""
+  tree = {'params': _get(state, 'params'),
+          'batch_stats': _get(state, 'batch_stats') or {}}
+  check_finite(
+      tree, f'weights-only checkpoint of step {step}')
+  path = os.path.join(directory, WEIGHTS_DIR)
+  temporary = path + '.tmp'
+  shutil.rmtree(temporary, ignore_errors=True)
+  os.makedirs(temporary)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(temporary, 'state'),
+                      jax.tree.map(np.asarray, tree))
+    checkpointer.wait_until_finished()
+  with open(os.path.join(temporary, FINISHED), 'w') as f:
+    json.dump({'meta': meta, 'step': int(step),
+               'num_train_steps': int(num_train_steps)}, f, indent=1)
+  shutil.rmtree(path, ignore_errors=True)
+  os.replace(temporary, path)
+  return path
+
+
+def _get(state: Any, name: str) -> Any:
+  return state.get(name) if isinstance(state, dict) else getattr(state, name)
+
+
+def restore_weights_only(directory: str) -> tuple[dict[str, Any], int]:
+  """({'params', 'batch_stats'}, step) of a run's weights-only checkpoint."""
+  path = os.path.join(directory, WEIGHTS_DIR)
+  with open(os.path.join(path, FINISHED)) as f:
+    step = json.load(f)['step']
+  with ocp.StandardCheckpointer() as checkpointer:
+    tree = checkpointer.restore(os.path.join(path, 'state'))
+  return dict(tree), int(step)
+
+
+def finished_run(directory: str, meta: dict[str, Any],
+                 num_train_steps: int) -> dict[str, Any] | None:
+  """The finished.json of a run that finished with weights only, or None.
+
+  Raises ValueError when it was written by another config (the fields that
+  differ), or finished at another num_train_steps and has no full
+  checkpoint left to continue from.
+  """
+  path = os.path.join(directory, WEIGHTS_DIR, FINISHED)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    finished = json.load(f)
+  saved = finished['meta']
+  if saved.get('hash') != meta.get('hash'):
+    differs = differing_fields(saved, meta)
+    raise ValueError(
+        f'{path}: the run finished with a different config (fields that '
+        f'differ: {differs}). Use another --workdir or delete {directory}.')
+  if finished['num_train_steps'] != num_train_steps:
+    raise ValueError(
+        f'{path}: the run finished at {finished["num_train_steps"]} steps '
+        f'and kept only its best weights (config.keep_weights_only), so it '
+        f'cannot continue to {num_train_steps}. Delete {directory} to train '
+        'it again.')
+  return finished
+
+
+def drop_full_checkpoints(directory: str) -> int:
+  """Deletes `<directory>/checkpoints` (after save_weights_only); returns
+  the bytes freed."""
+  path = os.path.join(directory, 'checkpoints')
+  freed = directory_bytes(path)
+  shutil.rmtree(path, ignore_errors=True)
+  return freed
+
+
+def directory_bytes(path: str) -> int:
+  total = 0
+  for root, _, files in os.walk(path):
+    total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+  return total
+
+
+def read_test_results(directory: str) -> dict[str, Any]:
+  """A run's test_results.json with the arrays of test_results_
+  predictions.npz (read with allow_pickle=False), as the trainer returned
+  them."""
+  with open(os.path.join(directory, 'test_results.json')) as f:
+    results = json.load(f)
+  path = os.path.join(directory, 'test_results_predictions.npz')
+  if os.path.exists(path):
+    with np.load(path, allow_pickle=False) as arrays:
+      results.update({k: arrays[k] for k in arrays.files})
+  return results

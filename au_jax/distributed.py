@@ -35,6 +35,7 @@ from absl import flags
 from absl import logging
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None,
@@ -160,7 +161,6 @@ def is_primary() -> bool:
 def barrier(name: str) -> None:
   """Waits until every process reaches `name` (no-op with one process)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
 
 
@@ -170,7 +170,6 @@ def allgather_rows(tree: Any) -> Any:
   process."""
   if jax.process_count() == 1:
     return tree
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return jax.tree_util.tree_map(
       np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 

@@ -23,9 +23,6 @@ a positive rate r: the floor a detector's F1 is read against.
 `per_au_values(results, 'f1')` gives one metric as a [C] array.
 """
 
-import json
-import os
-import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
 import warnings
 
@@ -33,11 +30,7 @@ import numpy as np
 
 from au_jax import aus as aus_lib
 from au_jax import metrics
-from au_jax import transforms
-# Tables and files live in tables.py, thresholds and smoothing in
-# postprocess.py; re-exported here for callers of the earlier API.
-from au_jax.postprocess import median_smooth, tune_thresholds  # pylint: disable=unused-import
-from au_jax.tables import format_table, markdown_table, write_results, _write_atomic  # pylint: disable=unused-import
+from au_jax.data import transforms
 from au_jax.tables import per_au_values
 
 PERCENT_METRICS = ('f1', 'accuracy', 'auc', 'average_precision',

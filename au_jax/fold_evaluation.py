@@ -27,20 +27,21 @@ import json
 import os
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from au_jax import aus as aus_lib
 from au_jax import distributed
 from au_jax import evaluate
-from au_jax import folds as folds_lib
-from au_jax import input_pipeline
+from au_jax.data import device_transforms
+from au_jax.data import folds as folds_lib
+from au_jax.data import input_pipeline
 from au_jax import methods
 from au_jax import parallel
 from au_jax import postprocess
 from au_jax import prepare
 from au_jax import runs
-from au_jax import svm
 from au_jax import tables
 from au_jax import visualize
 
@@ -81,14 +82,30 @@ def cross_dataset_test(config: ml_collections.ConfigDict
   return data, shared, columns
 
 
+def eval_step(state: Any, batch: dict[str, jnp.ndarray],
+              predict: Any = methods.default_predict,
+              with_features: bool = False,
+              config: ml_collections.ConfigDict | None = None) -> Any:
+  """Scores [B, K] (per-AU probabilities by default) with running batch-norm
+  statistics; with `with_features`, (scores, aux['features']). A uint8
+  batch is centre-cropped and normalised here first (needs `config`)."""
+  if batch['image'].dtype == jnp.uint8:
+    batch = device_transforms.eval_preprocess(batch, config)
+  logits, aux = state.apply_fn(
+      {'params': state.params, 'batch_stats': state.batch_stats}, batch,
+      train=False)
+  scores = predict(logits, aux)
+  if with_features:
+    return scores, aux['features'].astype(jnp.float32)
+  return scores
+
+
 class Evaluator:
   """Validation numbers while a run trains and its test results after."""
 
   def __init__(self, config: ml_collections.ConfigDict,
                data: input_pipeline.FoldData, method: Any):
-    from au_jax import train  # pylint: disable=g-import-not-at-top
     self.config, self.data, self.method = config, data, method
-    self.is_classify = hasattr(method, 'evaluate_split')
     # What 'test' reads and scores (another dataset in cross-dataset runs).
     self.test_data, self.test_aus, self.test_columns = (
         data, tuple(config.aus), None)
@@ -97,10 +114,10 @@ class Evaluator:
           cross_dataset_test(config))
     predict = getattr(method, 'predict', methods.default_predict)
     self.p_eval = parallel.pmap_step(
-        functools.partial(train.eval_step, predict=predict, config=config),
+        functools.partial(eval_step, predict=predict, config=config),
         donate_state=False)
     self.p_features = parallel.pmap_step(
-        functools.partial(train.eval_step, predict=predict,
+        functools.partial(eval_step, predict=predict,
                           with_features=True, config=config),
         donate_state=False)
 
@@ -147,8 +164,9 @@ class Evaluator:
 
   def split_results(self, p_state, split, max_frames=None,
                     thresholds=None) -> dict[str, Any]:
-    if self.is_classify:
-      return self.method.evaluate_split(
+    evaluate_split = getattr(self.method, 'evaluate_split', None)
+    if evaluate_split is not None:  # The method scores its own splits.
+      return evaluate_split(
           self._predict_fn(p_state), self._batches(split, max_frames,
                                                    p_state), self.config)
     predict, aus = self._predict_fn(p_state), self.config.aus
@@ -172,9 +190,9 @@ class Evaluator:
     """Validation numbers; 'val_best' is what picks the best checkpoint."""
     results = self.split_results(p_state, 'validation',
                                  self.config.get('max_validation_frames'))
-    if self.is_classify:
-      return {'val_accuracy': results['accuracy'],
-              'val_best': results['accuracy']}
+    method_scalars = getattr(self.method, 'validation_scalars', None)
+    if method_scalars is not None:
+      return method_scalars(results)
     thresholds = self._thresholds(results)
     if thresholds is not None:
       results = evaluate.compute_metrics(results['labels'],
@@ -197,12 +215,9 @@ class Evaluator:
       # Fold 'all' with no test dataset (e.g. a pretraining run): nothing
       # to test.
       return {'no_test': True, **extra}
-    if self.is_classify:
-      results = self.split_results(p_state, 'test')
-      results.update(extra)
-      tables.write_results(results, directory, 'test_results',
-                           markdown=self.method.markdown(results))
-      return results
+    method_test = getattr(self.method, 'test_results', None)
+    if method_test is not None:  # The method's own test table.
+      return method_test(self, p_state, directory, extra)
     has_validation = bool(self.data.subjects.validation)
     validation = (self.split_results(p_state, 'validation')
                   if has_validation else None)
@@ -215,8 +230,9 @@ class Evaluator:
     results['median_window'] = window
     if window_scores:
       results['median_window_validation_f1'] = window_scores
-    if self.config.get('svm_on_fc9') and validation is not None:
-      results['svm'] = self._svm_results(p_state, validation)
+    test_extras = getattr(self.method, 'test_extras', None)
+    if test_extras is not None and validation is not None:
+      results.update(test_extras(self, p_state, validation))
     results.update(extra)
     if self.test_columns is not None:
       results['test_dataset'] = runs.test_dataset_dir_name(self.config)[5:]
@@ -237,7 +253,9 @@ class Evaluator:
         (validation['subject'], validation['sequence'], validation['view']),
         validation['frame_index'])
 
-  def _features(self, p_state, split, max_frames=None):
+  def features(self, p_state, split: str, max_frames: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, F], labels [N, C]) of a split's real frames."""
     predict = self._predict_fn(p_state, features=True)
     features, labels = [], []
     for batch in self._batches(split, max_frames, p_state, features=True):
@@ -247,38 +265,22 @@ class Evaluator:
       labels.append(np.asarray(batch['au_occurrence'])[mask])
     return np.concatenate(features), np.concatenate(labels)
 
-  def _svm_results(self, p_state, validation) -> dict[str, Any]:
-    """DRML poster's head: linear SVMs on fc9 of training-subject frames
-    (an evenly spaced subset), C per AU chosen on validation."""
-    limit = self.config.get('svm_max_train_frames', 3000)
-    train_x, train_y = self._features(p_state, 'train', limit)
-    val_x, val_y = self._features(p_state, 'validation')
-    model = svm.fit_per_au(train_x, train_y, val_x, val_y)
-    test_x, test_y = self._features(p_state, 'test')
-    predictions = svm.decision(model, test_x) > 0
-    if self.test_columns is not None:
-      predictions = predictions[:, self.test_columns]
-    result = evaluate.compute_metrics(test_y, predictions.astype(np.float64),
-                                      self.test_aus, 0.5)
-    return {'per_au': result['per_au'], 'mean': result['mean'],
-            'c': model['c'].tolist()}
-
 
 def finish_au_results(results, aus, thresholds, window) -> dict[str, Any]:
   """Adds 'f1_at_05' (and 'f1_smoothed' when window > 1) to each AU."""
   labels, probabilities = results['labels'], results['probabilities']
   at_05 = evaluate.compute_metrics(labels, probabilities, aus, 0.5)
-  rule = evaluate.per_au_values(results, 'threshold')
+  rule = tables.per_au_values(results, 'threshold')
   extra = {}
   if thresholds is not None:
-    extra['f1_at_05'] = evaluate.per_au_values(at_05, 'f1')
+    extra['f1_at_05'] = tables.per_au_values(at_05, 'f1')
   predictions = (probabilities >= rule).astype(np.int8)
   if window > 1 and 'sequence' in results:
     smoothed = postprocess.median_smooth(
         predictions, (results['subject'], results['sequence'],
                       results.get('view')), window,
         results.get('frame_index'))
-    extra['f1_smoothed'] = evaluate.per_au_values(
+    extra['f1_smoothed'] = tables.per_au_values(
         evaluate.compute_metrics(labels, smoothed.astype(np.float64), aus,
                                  0.5), 'f1')
     results['predictions_smoothed'] = smoothed

@@ -17,8 +17,15 @@ from typing import Any
 
 import ml_collections
 
-from au_jax import folds as folds_lib
+from au_jax.data import folds as folds_lib
 from au_jax import runs
+from au_jax import checkpointing
+from au_jax import optim
+import re
+import numpy as np
+import importlib
+from au_jax import models
+import flax
 
 INIT_FIELDS = ('method', 'dataset', 'dataset_config', 'fold', 'view', 'au',
                'stage')
@@ -87,10 +94,6 @@ def load_init_from(config: ml_collections.ConfigDict, workdir: str,
   in another shape) and 'unused_source' (source parameters nothing took).
   Raises FileNotFoundError with the command that trains the source run.
   """
-  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from au_jax import optim  # pylint: disable=g-import-not-at-top
-  import re  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   directory = source_run_dir(config, workdir)
   try:
     raw, step = checkpointing.restore_raw(directory)
@@ -98,8 +101,6 @@ def load_init_from(config: ml_collections.ConfigDict, workdir: str,
     raise _missing_source_error(config, workdir, directory) from error
   # A model may map another architecture's tree onto its own (CAUD heads
   # from EmoNet's fc6/fc7, AUNets' widened or duplicated streams).
-  import importlib  # pylint: disable=g-import-not-at-top
-  from au_jax import models  # pylint: disable=g-import-not-at-top
   module = importlib.import_module(f'au_jax.models.{config.model_name}')
   if hasattr(module, 'adapt_params') and raw.get('params') is not None:
     raw = dict(raw, params=module.adapt_params(
@@ -134,7 +135,6 @@ def load_init_from(config: ml_collections.ConfigDict, workdir: str,
                 f' (source {tuple(shape)})' if shape is not None else ''))
     report['unused_source'] += [f'{group}/{n}' for n in source
                                 if n not in taken]
-    import flax  # pylint: disable=g-import-not-at-top
     result[group] = flax.traverse_util.unflatten_dict(
         {tuple(k.split('/')): v for k, v in new.items()})
   if not report['loaded']:

@@ -27,7 +27,8 @@ from typing import Any, Iterator
 import ml_collections
 
 from au_jax import aus as aus_lib
-from au_jax import folds as folds_lib
+from au_jax.data import folds as folds_lib
+from au_jax import evaluate
 
 ALL = 'all'  # Train on every subject of the dataset (cross-dataset runs).
 PER_MODEL_AXES = ('view', 'au')
@@ -137,7 +138,6 @@ def check_cross_dataset(config: ml_collections.ConfigDict
   does not have."""
   if not config.get('test_dataset'):
     return None
-  from au_jax import evaluate  # pylint: disable=g-import-not-at-top
   if folds_of(config) != (ALL,):
     raise ValueError(
         f'config.test_dataset={config.test_dataset!r} (cross-dataset '

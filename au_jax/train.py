@@ -12,6 +12,7 @@ one trainer").
 import contextlib
 import functools
 import os
+import shutil
 import time
 from typing import Any
 
@@ -24,15 +25,15 @@ import numpy as np
 import optax
 import tqdm
 
-from au_jax import cache
+from au_jax.data import cache
 from au_jax import checkpointing
 from au_jax import config_checks
-from au_jax import device_transforms
+from au_jax.data import device_transforms
 from au_jax import distributed
 from au_jax import fold_evaluation
-from au_jax import folds
+from au_jax.data import folds
 from au_jax import init_from
-from au_jax import input_pipeline
+from au_jax.data import input_pipeline
 from au_jax import methods
 from au_jax import metric_writers
 from au_jax import models
@@ -41,10 +42,6 @@ from au_jax import parallel
 from au_jax import runlock
 from au_jax import runs
 from au_jax import weights
-
-# Earlier API, kept for callers and benchmarks.
-create_learning_rate = optim.create_learning_rate
-
 
 class TrainState(train_state.TrainState):
   batch_stats: Any = None
@@ -123,24 +120,6 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray],
       'learning_rate': optim.create_learning_rate(config)(state.step - 1),
   }
   return state, metrics
-
-
-def eval_step(state: TrainState, batch: dict[str, jnp.ndarray],
-              predict: Any = methods.default_predict,
-              with_features: bool = False,
-              config: ml_collections.ConfigDict | None = None) -> Any:
-  """Scores [B, K] (per-AU probabilities by default) with running batch-norm
-  statistics; with `with_features`, (scores, aux['features']). A uint8
-  batch is centre-cropped and normalised here first (needs `config`)."""
-  if batch['image'].dtype == jnp.uint8:
-    batch = device_transforms.eval_preprocess(batch, config)
-  logits, aux = state.apply_fn(
-      {'params': state.params, 'batch_stats': state.batch_stats}, batch,
-      train=False)
-  scores = predict(logits, aux)
-  if with_features:
-    return scores, aux['features'].astype(jnp.float32)
-  return scores
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -382,6 +361,58 @@ def train_fold(config: ml_collections.ConfigDict, workdir: str,
   return fold_evaluation.combine_runs(config, workdir, fold, results)
 
 
+def plan_disk_bytes(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Disk a run plan needs, from the abstract train state of its first run
+  (no weights are made).
+
+  Returns bytes of 'params' (with batch-norm statistics), 'optimizer'
+  (its state), 'full' (one full checkpoint), 'weights_only', 'runs' (the
+  plan's run count) and 'peak': with keep_weights_only, every other run
+  finished (weights only) plus the running one's latest and best full
+  checkpoints and one being written (orbax writes a new step before it
+  drops the old); without, every run keeps 2 full checkpoints.
+  """
+  keys = runs.plan(config)
+  run_config = runs.run_config(config, keys[0])
+  model = models.create(run_config)
+  variables = jax.eval_shape(
+      lambda b: model.init(jax.random.key(0), b, train=False),
+      example_batch(run_config))
+  tx = optim.create_optimizer(run_config, variables['params'])
+  opt_state = jax.eval_shape(tx.init, variables['params'])
+  size = lambda tree: sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                          for x in jax.tree.leaves(tree))
+  weights = size(variables['params']) + size(
+      variables.get('batch_stats', {}))
+  optimizer = size(opt_state)
+  full = weights + optimizer
+  count = len(keys)
+  peak = ((count - 1) * weights + 3 * full if config.get('keep_weights_only')
+          else 2 * full * count)
+  return {'params': weights, 'optimizer': optimizer, 'full': full,
+          'weights_only': weights, 'runs': count, 'peak': peak}
+
+
+def describe_plan_disk(config: ml_collections.ConfigDict,
+                       workdir: str) -> str:
+  """One paragraph: plan_disk_bytes in GB and the free disk at `workdir`."""
+  sizes = plan_disk_bytes(config)
+  gb = lambda b: f'{b / 1e9:.2f} GB'
+  os.makedirs(workdir, exist_ok=True)
+  free = shutil.disk_usage(workdir).free
+  mode = ('finished runs keep weights only'
+          if config.get('keep_weights_only') else
+          'every run keeps latest + best full checkpoints')
+  text = (f'Disk plan: {sizes["runs"]} runs; a full checkpoint '
+          f'{gb(sizes["full"])} (weights {gb(sizes["params"])} + optimiser '
+          f'{gb(sizes["optimizer"])}), weights only {gb(sizes["weights_only"])}'
+          f'; {mode}: peak {gb(sizes["peak"])}; free at {workdir}: '
+          f'{gb(free)}.')
+  if sizes['peak'] > free:
+    text += ' WARNING: the plan does not fit the free disk.'
+  return text
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains and tests every fold of `config.folds`; writes the cross-fold
@@ -389,7 +420,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   `workdir/<dataset>-<config>/<method>/` and prints it."""
   check_config(config)
   if config.get('keep_weights_only'):
-    print(checkpointing.describe_plan_disk(config, workdir))
+    print(describe_plan_disk(config, workdir))
   builder = input_pipeline.open_dataset(config)
   results_by_fold = {}
   for fold in runs.folds_of(config):  # Fold numbers, or 'all'.

@@ -17,7 +17,7 @@ import numpy as np
 
 from au_jax import aus as aus_lib
 from au_jax import distributed
-from au_jax import evaluate
+from au_jax import tables
 
 
 def _save(figure, path: str) -> str:
@@ -57,11 +57,11 @@ def plot_per_au_f1(results: Mapping[str, Any], aus: Sequence[int],
   if tuple(results['aus']) != aus:
     raise ValueError(f'results are for AUs {results["aus"]}, not {aus}.')
   folds = results.get('folds', {})
-  series = [(f'fold {k}', evaluate.per_au_values(f, 'f1'), 0.45)
+  series = [(f'fold {k}', tables.per_au_values(f, 'f1'), 0.45)
             for k, f in folds.items()]
   mean_label = f'mean F1 {results["mean"]["f1"]:.1f}'
-  series.append((mean_label, evaluate.per_au_values(results, 'f1'), 1.0))
-  baseline = evaluate.per_au_values(results, 'baseline_f1')
+  series.append((mean_label, tables.per_au_values(results, 'f1'), 1.0))
+  baseline = tables.per_au_values(results, 'baseline_f1')
 
   x = np.arange(len(aus) + 1)  # + the mean over AUs
   width = 0.8 / len(series)
@@ -282,109 +282,3 @@ def plot_feature_tsne(panels: Mapping[str, np.ndarray],
                   title='subject')
   _save(figure, path)
   return rates
-
-
-def run_features(directory: str, split: str | None = None,
-                 max_frames: int | None = 600,
-                 data_dir: str | None = None) -> dict[str, np.ndarray]:
-  """The features a trained run's AU classifier sees (`aux['features']`;
-  IdenNet: fc6 - fc5, or fc6 without the identity branch), on `split` of
-  the run's own fold ('test' by default, 'validation' for a fold-'all'
-  run). Returns {'features' [N, D], 'subject' [N], 'sequence' [N],
-  'labels' [N, C], 'aus' [C]} over an evenly spaced subset of at most
-  `max_frames` frames."""
-  # Imported here: plotting results needs none of the model stack.
-  import jax  # pylint: disable=g-import-not-at-top
-  from au_jax import device_transforms  # pylint: disable=g-import-not-at-top
-  from au_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from au_jax import predict  # pylint: disable=g-import-not-at-top
-  from au_jax import transforms  # pylint: disable=g-import-not-at-top
-  run = predict.load_run(directory)
-  config = run.config.copy_and_resolve_references()
-  with config.unlocked():
-    if data_dir:
-      config.data_dir = data_dir
-    config.num_workers = 0
-  builder = input_pipeline.open_dataset(config)
-  data = input_pipeline.fold_data(config, builder,
-                                  config.get('run_fold') or 1)
-  split = split or ('test' if data.subjects.test else 'validation')
-
-  @jax.jit
-  def features_of(variables, batch):
-    if batch['image'].dtype == np.uint8:
-      batch = device_transforms.eval_preprocess(batch, config)
-    _, aux = run.model.apply(variables, batch, train=False)
-    return aux['features']
-
-  out = {'features': [], 'subject': [], 'sequence': [], 'labels': []}
-  for batch in input_pipeline.eval_batches(config, data, split, max_frames):
-    mask = np.asarray(batch['mask'], bool)
-    inputs = {k: v for k, v in batch.items()
-              if k not in ('subject_code', 'sequence_code')}
-    out['features'].append(np.asarray(
-        features_of(run.variables, inputs), np.float32)[mask])
-    out['subject'].append(transforms.decode_text_ids(
-        np.asarray(batch['subject_code'])[mask]))
-    out['sequence'].append(transforms.decode_text_ids(
-        np.asarray(batch['sequence_code'])[mask]))
-    out['labels'].append(np.asarray(batch['au_occurrence'])[mask])
-  result = {k: np.concatenate(v) for k, v in out.items()}
-  result['aus'] = np.asarray(config.aus)
-  return result
-
-
-def feature_tsne_figure(run_dirs: Mapping[str, str], au: int, path: str,
-                        max_frames: int | None = 600,
-                        data_dir: str | None = None) -> dict[str, float]:
-  """`plot_feature_tsne` of runs ({title: run directory}) trained on the same
-  fold (they read the same frames). Returns the neighbour rates."""
-  collected = {title: run_features(d, max_frames=max_frames,
-                                   data_dir=data_dir)
-               for title, d in run_dirs.items()}
-  first = next(iter(collected.values()))
-  for title, got in collected.items():
-    if not np.array_equal(got['subject'], first['subject']):
-      raise ValueError(f'run {run_dirs[title]!r} read other frames than '
-                       f'{next(iter(run_dirs.values()))!r}: compare runs of '
-                       'the same dataset and fold.')
-  aus = [int(a) for a in first['aus']]
-  if au not in aus:
-    raise ValueError(f'AU {au} is not among the runs\' AUs {aus}.')
-  videos = np.char.add(np.char.add(first['subject'].astype(str), '/'),
-                       first['sequence'].astype(str))
-  return plot_feature_tsne(
-      {title: got['features'] for title, got in collected.items()},
-      first['subject'], first['labels'][:, aus.index(au)], au, path,
-      videos=videos)
-
-
-def main(argv: Sequence[str]) -> None:
-  """python -m au_jax.visualize tsne OUT.png TITLE=RUN_DIR [TITLE=RUN_DIR ...]
-  [--au=12] [--max_frames=600] [--data_dir=DIR]"""
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog='python -m au_jax.visualize')
-  parser.add_argument('command', choices=['tsne'])
-  parser.add_argument('out')
-  parser.add_argument('runs', nargs='+', help='TITLE=RUN_DIR')
-  parser.add_argument('--au', type=int, default=12)
-  parser.add_argument('--max_frames', type=int, default=600)
-  parser.add_argument('--data_dir', default=None)
-  args = parser.parse_args(argv)
-  run_dirs = {}
-  for item in args.runs:
-    if '=' not in item:
-      parser.error(f'{item!r}: write TITLE=RUN_DIR.')
-    title, directory = item.split('=', 1)
-    run_dirs[title] = directory
-  rates = feature_tsne_figure(run_dirs, args.au, args.out, args.max_frames,
-                              args.data_dir)
-  for title, rate in rates.items():
-    print(f'{title}: nearest frame in another video shows the same '
-          f'subject for {100 * rate:.1f}% of frames')
-  print(f'Written {args.out}')
-
-
-if __name__ == '__main__':
-  import sys  # pylint: disable=g-import-not-at-top
-  main(sys.argv[1:])

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from au_jax.models import vgg
+import ml_dtypes
 
 PyTree = Any
 LAYOUTS = ('torchvision', 'caffe')
@@ -95,7 +96,6 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
       continue
     dtype = info.get('dtype')
     if dtype == 'BF16':
-      import ml_dtypes  # pylint: disable=g-import-not-at-top  # ships with jax
       numpy_dtype = np.dtype(ml_dtypes.bfloat16)
     elif dtype in _SAFETENSORS_DTYPES:
       numpy_dtype = np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder('<')

@@ -36,7 +36,7 @@ import grain
 import jax
 import numpy as np
 
-from au_jax import input_pipeline
+from au_jax.data import input_pipeline
 from au_jax import models
 from au_jax import parallel
 from au_jax import train

@@ -8,7 +8,7 @@ crop 170, mirror, batch 128) and times, after --warmup batches:
            (host resize + random crop + mirror + float32 normalise);
   uint8    the host only decodes and resizes (SelectLabels + resize, uint8
            batches): what is left for the host once crop/mirror/normalise
-           run on the device (au_jax/device_transforms.py);
+           run on the device (au_jax/data/device_transforms.py);
   cache    `cache.HostSampler` (one numpy gather a step from the decoded
            split) and `cache.DeviceSampler` + `device_transforms.
            train_preprocess` jitted on the default device (the whole
@@ -31,10 +31,10 @@ import grain
 import jax
 import numpy as np
 
-from au_jax import cache
-from au_jax import device_transforms
-from au_jax import input_pipeline
-from au_jax import transforms
+from au_jax.data import cache
+from au_jax.data import device_transforms
+from au_jax.data import input_pipeline
+from au_jax.data import transforms
 from configs import drml
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None,

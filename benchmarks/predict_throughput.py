@@ -48,12 +48,13 @@ import numpy as np
 from au_jax import checkpointing
 from au_jax import models
 from au_jax import predict
-from au_jax import tracking
+from au_jax.predict import tracking
 from au_jax import train
 from configs import drml
 from data_builders.bp4d import make_dummy_data as photos
 from data_builders.synthetic_au import config as synth_config
 from data_builders.synthetic_au import generate
+from au_jax.predict import run as predict_run
 
 _FRAMES = flags.DEFINE_integer('frames', 250, 'Video length (frames).')
 _BATCH = flags.DEFINE_integer('batch_size', 32, 'Faces per model call.')
@@ -144,7 +145,7 @@ def main(argv):
   with tempfile.TemporaryDirectory() as scratch:
     workdir = _WORKDIR.value or scratch
     run_dir = _CHECKPOINT.value or make_run(os.path.join(workdir, 'work'))
-    run = predict.load_run(run_dir)
+    run = predict_run.load_run(run_dir)
     options = predict.Options(
         batch_size=_BATCH.value, smooth=1,
         tracker=tracking.TrackerOptions(full_scan_every=_FULL_SCAN.value))

@@ -32,7 +32,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from au_jax import input_pipeline
+from au_jax.data import input_pipeline
 from au_jax import models
 from au_jax import parallel
 from au_jax import train

@@ -54,7 +54,7 @@ Variants (`get_config(arg)`):
   multiview  the FERA 2017 cascade on synthetic_au/multiview: one AUNet per
           view and AU (one_model_per=('view', 'au'), frontal view 5 first,
           the other views adapted from it: adapt_views_from=5), test videos
-          routed by the view classifier (au_jax/cascade.py).
+          routed by the view classifier (au_jax/methods/aunets.py).
 
 Flow (config.flow): batch['flow'] is computed in the input pipeline from
 the neighbouring record (input_pipeline._FlowSource; DIS by default,
@@ -67,7 +67,7 @@ the plan needs is printed before training starts.
 import ml_collections
 
 from au_jax import aus
-from au_jax import config_presets
+from configs import common
 from au_jax.models import aunets
 
 BASE_VARIANTS = ('', 'cpu', 'paper', 'test', 'multiview', 'ablation')
@@ -322,6 +322,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.crop_size = 32
     config.folds = '1'
     config.init_from = emonet_init('test')
-    config_presets.tiny_run(config)
+    common.tiny_run(config)
     config.median_window = 'tune'
   return config

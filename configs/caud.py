@@ -43,7 +43,7 @@ Variants (`get_config(arg)`):
           frozen trunk vs ~97 img/s training all layers (median of logged
           windows, loaded 2-core CPU).
   paper10 `paper` on the thesis' 10-fold protocol (fold_protocol='kfold',
-          num_folds=10, seeded subject folds; au_jax/folds.py).
+          num_folds=10, seeded subject folds; au_jax/data/folds.py).
   paper   BP4D (crop config: Haar face boxes as the thesis), VGG-16 at 224
           px, one run per AU, Adam 1e-4 betas (0.5, 0.999) decaying
           linearly to 0 over 12 epochs (AUNets 4.1.2; the thesis does not
@@ -55,7 +55,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
-from au_jax import config_presets
+from configs import common
 
 
 # Issue 10 item 5 for `python -m au_jax.ablate --config=configs/caud.py`:
@@ -106,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.manual_dir = ml_collections.FieldReference(None, field_type=str)
   config.aus = aus.BP4D_AUS  # Output i = head_i.
   config.folds = '1,2,3'
-  # au_jax/folds.py: 'standard' = the 3 standard parts; 'kfold' deals
+  # au_jax/data/folds.py: 'standard' = the 3 standard parts; 'kfold' deals
   # num_folds seeded parts (`paper10`: the thesis' 10-fold BP4D protocol).
   config.fold_protocol = 'standard'
   config.num_folds = 3
@@ -192,7 +192,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.folds = '1'
     config.one_model_per = ()
     config.init_from = emonet_init('test', per_au=False)
-    config_presets.tiny_run(config)
+    common.tiny_run(config)
   else:
     raise ValueError(f"configs/caud.py: unknown variant {arg!r}; use '', "
                      "'cpu', 'paper', 'paper10' or 'test'.")

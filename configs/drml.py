@@ -33,7 +33,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
-from au_jax import config_presets
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -166,7 +166,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The smallest input DRML's conv stack takes: conv1 -> 56x56 (an 8x8 grid
     # of 7x7 patches) ... conv7 -> 1x1x16.
     config.crop_size = 66
-    config_presets.tiny_run(config, steps=4, log_every=2)
+    common.tiny_run(config, steps=4, log_every=2)
     config.num_validation_subjects = 1
   else:
     raise ValueError(f"configs/drml.py: unknown variant {arg!r}; use '', "

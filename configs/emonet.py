@@ -66,7 +66,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
-from au_jax import config_presets
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -154,7 +154,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.crop_size = 32
     config.folds = '1'
     config.learning_rate = 0.01
-    config_presets.tiny_run(config)
+    common.tiny_run(config)
   else:
     raise ValueError(f"configs/emonet.py: unknown variant {arg!r}; use '', "
                      "'cpu', 'paper' or 'test'.")

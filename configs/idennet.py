@@ -4,7 +4,7 @@ Paper: ../shared/papers/idennet_poster.txt (Tu, Yang & Hsu); layers, losses
 and solver of the authors' code in ../shared/reference/architectures.md
 (IdenNet section). Model: au_jax/models/idennet.py (LightCNN-4 trunk,
 au_jax/models/lightcnn.py); losses and the mixed AU + identity-pair batches:
-au_jax/methods/idennet.py, au_jax/mixing.py. Run:
+au_jax/methods/idennet.py, au_jax/methods/idennet.py. Run:
 
   python -m au_jax.main --config=configs/idennet.py          # CPU job
   python -m au_jax.main --config=configs/idennet.py:paper    # paper's sizes
@@ -34,7 +34,7 @@ lfw; data_builders/<name>, built from the user's download) with
 The poster's picture (features the AU classifier sees, by subject and by
 one AU, with and without the identity branch):
 
-  python -m au_jax.visualize tsne tsne.png \
+  python -m au_jax.methods.idennet tsne tsne.png \
       "IdenNet=<workdir>/synthetic_au-default/idennet/fold_1" \
       "LightCNN=<other workdir>/synthetic_au-default/idennet/fold_1" --au=12
 
@@ -80,7 +80,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
-from au_jax import config_presets
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -111,7 +111,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.test_dataset_config = ml_collections.FieldReference(
       None, field_type=str)
 
-  # Identity stream (au_jax/mixing.py).
+  # Identity stream (au_jax/methods/idennet.py).
   config.identity_dataset = 'synthetic_au'
   config.identity_dataset_config = 'identities'
   config.identity_share = 0.5  # Authors' code: half the batch.
@@ -193,7 +193,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.crop_size = 64
     config.flip = True
     config.folds = '1'
-    config_presets.tiny_run(config)
+    common.tiny_run(config)
     config.num_validation_subjects = 1
   else:
     raise ValueError(f"configs/idennet.py: unknown variant {arg!r}; use '', "

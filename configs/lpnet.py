@@ -59,7 +59,7 @@ Variants (`get_config(arg)`):
 import ml_collections
 
 from au_jax import aus
-from au_jax import config_presets
+from configs import common
 
 # Table 3 rows for `python -m au_jax.ablate` (docs/lpnet_ablation.md). Each
 # row is a dict of config overrides; dotted keys reach into stage overlays.
@@ -239,7 +239,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.resize_size = 72
     config.crop_size = 64  # k = 2x2 local features.
     config.folds = '1'
-    config_presets.tiny_run(config)
+    common.tiny_run(config)
     config.num_validation_subjects = 1
     config.num_classes = 6
     # tiny's 6 people stand in for the identity data set.

@@ -1,10 +1,10 @@
 """Shared parts of the face-identity builders (lfw, celeba, vggface2).
 
 IdenNet (../shared/papers/idennet_poster.txt) mixes same-identity face pairs
-from a subject-rich identity dataset into every AU batch (au_jax/mixing.py).
+from a subject-rich identity dataset into every AU batch (au_jax/methods/idennet.py).
 These builders store such datasets in the AU record schema
-(au_jax/records.py) with one split per identity, which is what
-`mixing.identity_pairs` draws pairs from:
+(au_jax/data/records.py) with one split per identity, which is what
+`au_jax.methods.idennet.identity_pairs` draws pairs from:
   subject  the dataset's own identity name (folder name or id);
   identity its index in the sorted identity list (0-based);
   sequence the image's file stem; frame_index its number;
@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from au_jax.preprocess import frames as frames_lib
+from au_jax.preprocess import frame_reading
 
 _UNSAFE = re.compile(r'[^A-Za-z0-9_]')
 
@@ -58,7 +59,7 @@ def identity_example(path: str, *, subject: str, identity: int,
                      counts: collections.Counter) -> dict[str, Any] | None:
   """One record of a face image, or None for a damaged file (counted)."""
   stem = os.path.splitext(os.path.basename(path))[0]
-  image = frames_lib.read_frame(path, f'{subject}/{stem}', counts)
+  image = frame_reading.read_frame(path, f'{subject}/{stem}', counts)
   if image is None:
     return None
   return frames_lib.frame_example(

@@ -164,7 +164,6 @@ def test_no_train_mode_refuses_missing_runs(tmp_path):
 
 
 def test_floor_merge_and_figure(tmp_path):
-  from au_jax import ablate_table  # pylint: disable=g-import-not-at-top
   with_floor = dict(_results(50.0, 60.0))
   with_floor['mean'] = dict(with_floor['mean'], baseline_f1=40.0)
   other = dict(_results(54.0, 60.0))
@@ -175,12 +174,12 @@ def test_floor_merge_and_figure(tmp_path):
   assert 'floor' not in table['rows']['b']  # Its results have none.
   second = ablate.aggregate({'b': {0: _results(9.0, 9.0)},
                              'c': {0: _results(30.0, 40.0)}}, AUS)
-  merged = ablate_table.merge([table, second])
+  merged = ablate.merge([table, second])
   assert list(merged['rows']) == ['a', 'b', 'c']
   assert merged['rows']['b']['mean_f1'] == 1.0  # The first table's row.
   assert merged['rows']['c']['mean_f1'] == 35.0
   with pytest.raises(ValueError, match='cannot merge'):
-    ablate_table.merge([table, dict(second, metric='f1_at_05')])
+    ablate.merge([table, dict(second, metric='f1_at_05')])
   ablate.write_table(table, str(tmp_path))
   with open(tmp_path / 'ablation.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -190,5 +189,5 @@ def test_floor_merge_and_figure(tmp_path):
     paths.append(str(tmp_path / f't{i}.json'))
     with open(paths[-1], 'w') as f:
       json.dump(t, f)
-  ablate_table.main([out] + paths + ['--title=x'])
+  ablate.main([out] + paths + ['--title=x'])
   assert os.path.getsize(out) > 1000

@@ -11,6 +11,10 @@ from au_jax import ablate
 from au_jax import config_checks
 from au_jax import init_from
 from configs import aunets as aunets_config
+from au_jax import runs
+from au_jax import checkpointing
+import json
+import jax
 
 
 def test_aunets_rows_resolve_and_pass_the_checks():
@@ -31,7 +35,6 @@ def test_source_run_dir_is_the_other_rows_run(tmp_path):
   rows = aunets_config.ABLATION
   rgb = ablate.row_config(base, 'rgb', rows['rgb'], 1)
   pi = ablate.row_config(base, 'pi_conv', rows['pi_conv'], 1)
-  from au_jax import runs  # pylint: disable=g-import-not-at-top
   key = runs.RunKey(1, au=12)
   pi_run = runs.run_config(pi, key)
   source = init_from.source_run_dir(pi_run, str(tmp_path / 'pi_conv' /
@@ -67,8 +70,6 @@ def test_pi_row_trains_from_the_rgb_rows_run(tiny_data_dir, tmp_path):
   """Tiny rgb and pi_fc6 rows: the pi row loads the rgb row's best weights
   (init_from.json names that run) and, its RGB stream frozen up to fc6
   (table 3), ends with exactly the rgb run's encoder and fc6."""
-  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from au_jax import runs  # pylint: disable=g-import-not-at-top
   base = aunets_config.get_config('test')
   base.data_dir = tiny_data_dir
   base.aus = (1,)
@@ -85,7 +86,6 @@ def test_pi_row_trains_from_the_rgb_rows_run(tiny_data_dir, tmp_path):
   pi_config = ablate.row_config(base, 'pi_fc6', rows['pi_fc6'], 0)
   pi_dir = runs.run_dir(pi_config, os.path.join(workdir, 'pi_fc6', 'seed_0'),
                         key)
-  import json  # pylint: disable=g-import-not-at-top
   with open(os.path.join(pi_dir, 'init_from.json')) as f:
     report = json.load(f)
   assert os.path.realpath(report['source']) == os.path.realpath(rgb_dir)
@@ -103,5 +103,4 @@ def test_pi_row_trains_from_the_rgb_rows_run(tiny_data_dir, tmp_path):
 
 
 def jax_leaves(tree):
-  import jax  # pylint: disable=g-import-not-at-top
   return [np.asarray(x) for x in jax.tree.leaves(tree)]

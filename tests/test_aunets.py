@@ -12,6 +12,9 @@ from au_jax.methods import aunets as aunets_method
 from au_jax.models import aunets
 from au_jax.models import caud
 from au_jax.models import vgg
+from au_jax import models
+from au_jax import optim
+from configs import aunets as aunets_config
 
 jax.config.update('jax_disable_most_optimizations', True)
 
@@ -208,9 +211,6 @@ def test_loss_is_two_way_softmax_cross_entropy_by_hand():
 
 def test_config_variant_sets_fusion_flow_and_frozen_together():
   # pylint: disable=g-import-not-at-top
-  from au_jax import models
-  from au_jax import optim
-  from configs import aunets as aunets_config
   config = aunets_config.get_config('paper-pi_fc6')
   assert (config.model.fusion, config.flow) == ('pi_fc6', True)
   assert config.one_model_per == ('au',)

@@ -11,6 +11,16 @@ import numpy as np
 import pytest
 
 from au_jax.preprocess import flow as flow_lib
+from au_jax.data import device_transforms
+from configs import aunets as aunets_config
+from au_jax.data import input_pipeline
+import dataclasses
+from au_jax import aus as aus_lib
+from data_builders.synthetic_au import config as synth_config
+from data_builders.synthetic_au import generate
+from au_jax import checkpointing
+from au_jax import runs
+from au_jax import train
 
 jax.config.update('jax_disable_most_optimizations', True)
 
@@ -62,7 +72,6 @@ def test_flow_image_mirror_matches_flow_of_mirrored_frames():
 
 
 def test_device_transforms_crop_and_mirror_flow_with_the_face():
-  from au_jax import device_transforms  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(1)
   batch = {'image': rng.integers(0, 256, (4, 12, 12, 3), np.uint8),
            'flow': rng.integers(0, 256, (4, 12, 12, 3), np.uint8)}
@@ -87,7 +96,6 @@ def test_device_transforms_crop_and_mirror_flow_with_the_face():
 
 
 def _flow_config(data_dir, **overrides):
-  from configs import aunets as aunets_config  # pylint: disable=g-import-not-at-top
   config = aunets_config.get_config('test-channels')
   config.data_dir = data_dir
   config.init_from = None  # No EmoNet run in these tests.
@@ -97,7 +105,6 @@ def _flow_config(data_dir, **overrides):
 
 
 def test_pipeline_flow_is_the_flow_to_the_next_frame(tiny_data_dir):
-  from au_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   config = _flow_config(tiny_data_dir)
   builder = input_pipeline.open_dataset(config)
   data = input_pipeline.fold_data(config, builder, 1)
@@ -125,10 +132,6 @@ def test_flow_magnitude_in_au_region_rises_at_onset():
   AU's region, relative to the whole face (head motion moves everything),
   is larger between two frames where the AU's coded intensity rises than
   between frames where it stays the same."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from au_jax import aus as aus_lib  # pylint: disable=g-import-not-at-top
-  from data_builders.synthetic_au import config as synth_config  # pylint: disable=g-import-not-at-top
-  from data_builders.synthetic_au import generate  # pylint: disable=g-import-not-at-top
   synth = dataclasses.replace(synth_config.get('default'), videos_per_subject=3)
   records = generate.render_subject(synth, 0, encode=False)
   regions = {12: range(48, 68), 1: range(17, 27)}  # Lips; brows.
@@ -159,9 +162,7 @@ def test_flow_magnitude_in_au_region_rises_at_onset():
 # (issue 11, items 3 and 7).
 
 def test_plan_disk_of_the_paper_plan_by_hand():
-  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from configs import aunets as aunets_config  # pylint: disable=g-import-not-at-top
-  sizes = checkpointing.plan_disk_bytes(aunets_config.get_config('paper'))
+  sizes = train.plan_disk_bytes(aunets_config.get_config('paper'))
   weights = 134_268_738 * 4  # VGG-16 with a 2-way output, float32.
   assert sizes['params'] == sizes['weights_only'] == weights
   # Adam: two moments per parameter, plus int32 step counts (Adam's and
@@ -181,9 +182,6 @@ def test_flow_plan_trains_keeps_weights_only_and_resumes(
   keeps only its best weights. Rerun, the finished AU is not trained again
   (its stored results make the fold); with one more AU the plan skips the
   finished AU and goes on to train the new one."""
-  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from au_jax import runs  # pylint: disable=g-import-not-at-top
-  from au_jax import train  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path)
   config = _flow_config(tiny_data_dir, aus=(1,))
   first = train.train_and_evaluate(config, workdir)

@@ -26,8 +26,8 @@ beam = pytest.importorskip(
 from array_record.python import array_record_module
 
 from au_jax import prepare
-from au_jax.preprocess import frames
 import builder_testing as real  # build, records, dummy_dir.
+from au_jax.preprocess import build_beam
 
 REAL = ('bp4d', 'disfa', 'unbc_mcmaster', 'fera2017')
 # The DirectRunner's batch engine. beam.runners.DirectRunner() (2.77) first
@@ -143,11 +143,11 @@ def test_synthetic_au_beam_build_equals_local_build(tiny_data_dir,
 
 
 def test_beam_keys_sort_in_job_then_frame_order():
-  keys = [frames.beam_key(j, p) for j in range(3) for p in (0, 1, 2**31)]
+  keys = [build_beam.beam_key(j, p) for j in range(3) for p in (0, 1, 2**31)]
   assert keys == sorted(keys) and len(set(keys)) == len(keys)
-  assert frames.beam_key(1, 0) == 2**32
+  assert build_beam.beam_key(1, 0) == 2**32
   with pytest.raises(ValueError, match='position 4294967296 of job 2'):
-    frames.beam_key(2, 2**32)
+    build_beam.beam_key(2, 2**32)
 
 
 @pytest.mark.parametrize('limit', [None, '0.5'])

@@ -1,7 +1,7 @@
 """Build faults injected on copies of the builders' dummy_data.
 
 Each test damages a copy of `data_builders/<name>/dummy_data` (or injects a
-worker fault through the `frames.FAULT_ENV` test hook) and asserts the named
+worker fault through the `build_runners.FAULT_ENV` test hook) and asserts the named
 error or the counted, named skip, and that nothing is left behind. Every
 build runs under an alarm: a build that hangs fails the test instead of
 hanging the suite. docs/faults_builds.md maps each fault to its test.
@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 
 from au_jax import prepare
-from au_jax.preprocess import frames
 from au_jax.preprocess import video
+from au_jax.preprocess import build_runners
+from data_builders.synthetic_au import config as config_lib
+from data_builders.synthetic_au import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +58,7 @@ def build(name, manual_dir, data_dir, monkeypatch, workers='0',
           config='tiny', fault=None):
   monkeypatch.setenv('AU_JAX_BUILD_WORKERS', workers)
   if fault:
-    monkeypatch.setenv(frames.FAULT_ENV, fault)
+    monkeypatch.setenv(build_runners.FAULT_ENV, fault)
   return prepare.prepare(name, config, str(data_dir), str(manual_dir))
 
 
@@ -70,7 +72,7 @@ def rows(builder, split):
 
 def test_killed_worker_ends_build_naming_subject(tmp_path, monkeypatch):
   out = tmp_path / 'out'
-  with pytest.raises(frames.BuildWorkerError,
+  with pytest.raises(build_runners.BuildWorkerError,
                      match='subject M009 .*killed by SIGKILL'):
     build('bp4d', dummy_copy(tmp_path, 'bp4d'), out, monkeypatch,
           workers='2', fault='M009:kill')
@@ -87,7 +89,7 @@ def test_failing_worker_keeps_earlier_build(tmp_path, monkeypatch, fault,
   before into the same data_dir is untouched."""
   root, out = dummy_copy(tmp_path, 'bp4d'), tmp_path / 'out'
   before = rows(build('bp4d', root, out, monkeypatch), 'F001')
-  with pytest.raises(frames.BuildWorkerError, match=message):
+  with pytest.raises(build_runners.BuildWorkerError, match=message):
     build('bp4d', root, out, monkeypatch, workers='2', config='tiny_aligned',
           fault=f'F001:{fault}')
   scratch, built = leftovers(out, 'bp4d')
@@ -119,9 +121,7 @@ def test_script_on_stdin_fails_fast_naming_cause(tmp_path):
 
 def test_synthetic_render_worker_killed_is_an_error(monkeypatch):
   # pylint: disable=g-import-not-at-top
-  from data_builders.synthetic_au import config as config_lib
-  from data_builders.synthetic_au import generate
-  monkeypatch.setenv(frames.FAULT_ENV, 'S02:kill')
+  monkeypatch.setenv(build_runners.FAULT_ENV, 'S02:kill')
   config = config_lib.get('tiny')
   with pytest.raises(RuntimeError, match='render worker died.*S02'):
     list(generate.render_subjects(config, [0, 1], workers=2))
@@ -133,7 +133,7 @@ def test_synthetic_render_worker_killed_is_an_error(monkeypatch):
 def test_interrupted_build_removes_its_scratch(tmp_path, monkeypatch):
   def interrupt(self, example):
     raise KeyboardInterrupt
-  monkeypatch.setattr(frames.BuildStats, 'add', interrupt)
+  monkeypatch.setattr(build_runners.BuildStats, 'add', interrupt)
   out = tmp_path / 'out'
   with pytest.raises(KeyboardInterrupt):
     build('bp4d', dummy_copy(tmp_path, 'bp4d'), out, monkeypatch,

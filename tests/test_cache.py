@@ -1,4 +1,4 @@
-"""In-memory training split (au_jax.cache): contents, sampling, resume, refusal."""
+"""In-memory training split (au_jax.data.cache): contents, sampling, resume, refusal."""
 
 import os
 import subprocess
@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from au_jax import cache
-from au_jax import input_pipeline
-from au_jax import transforms
+from au_jax.data import cache
+from au_jax.data import input_pipeline
+from au_jax.data import transforms
 from configs import drml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +104,7 @@ def test_device_batch_shards_concatenate_to_the_one_device_batch():
   script = textwrap.dedent("""
       import jax, numpy as np
       from jax import lax
-      from au_jax import cache
+      from au_jax.data import cache
       assert jax.local_device_count() == 4
       arrays = {'image': np.arange(30 * 2, dtype=np.uint8).reshape(30, 2)}
       one = cache.device_batch(arrays, 9, 7, 8)['image']

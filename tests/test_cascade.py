@@ -1,14 +1,18 @@
-"""AUNets' multi-view cascade (au_jax/cascade.py): view per video, routing."""
+"""AUNets' multi-view cascade (au_jax/methods/aunets.py): view per video, routing."""
 
 import jax
 import numpy as np
 import pytest
 
-from au_jax import cascade
+from au_jax.methods import aunets as aunets_method
 from au_jax import checkpointing
 from au_jax import init_from
 from au_jax import runs
 from au_jax import tables
+from au_jax.data import input_pipeline
+from au_jax import models
+from au_jax import train
+from configs import aunets as aunets_config
 
 jax.config.update('jax_disable_most_optimizations', True)
 
@@ -20,14 +24,14 @@ def test_video_views_sum_and_max_by_hand():
                             [0.1, 0.0, 0.9], [0.2, 0.7, 0.1]])
   videos = np.array(['a', 'a', 'a', 'b'])
   np.testing.assert_array_equal(
-      cascade.video_views(probabilities, videos), [0, 0, 0, 1])
+      aunets_method.video_views(probabilities, videos), [0, 0, 0, 1])
   np.testing.assert_array_equal(
-      cascade.video_views(probabilities, videos, 'max'), [2, 2, 2, 1])
+      aunets_method.video_views(probabilities, videos, 'max'), [2, 2, 2, 1])
   with pytest.raises(ValueError, match="rule 'mean'"):
-    cascade.video_views(probabilities, videos, 'mean')
+    aunets_method.video_views(probabilities, videos, 'mean')
   # True views: a is class 0, b is class 2. Frames right: 0, 1 (of 4);
   # videos right: a (of 2).
-  accuracy = cascade.view_accuracy(np.array([0, 0, 0, 2]), probabilities,
+  accuracy = aunets_method.view_accuracy(np.array([0, 0, 0, 2]), probabilities,
                                    videos)
   assert accuracy['frame_accuracy'] == 50.0
   assert accuracy['video_accuracy'] == 50.0
@@ -44,7 +48,7 @@ def test_route_uses_exactly_the_predicted_views_checkpoints():
     return (np.full(len(rows), view / 10 + au / 1000), np.ones(len(rows)),
             view / 10, 2 * view - 1)
 
-  out = cascade.route(routed, (1, 12), score)
+  out = aunets_method.route(routed, (1, 12), score)
   assert sorted(calls) == [(1, 1, (2, 4)), (1, 12, (2, 4)),
                            (3, 1, (0, 1, 3)), (3, 12, (0, 1, 3))]
   np.testing.assert_allclose(out['probabilities'][:, 1],
@@ -58,7 +62,7 @@ def test_smooth_routed_stays_within_videos():
   predictions = np.array([[1], [0], [1], [0], [0], [1]], np.int8)
   videos = np.array([0, 0, 0, 1, 1, 1])
   windows = np.array([[3], [3], [3], [1], [1], [1]])
-  smoothed = cascade.smooth_routed(predictions, windows, videos,
+  smoothed = aunets_method.smooth_routed(predictions, windows, videos,
                                    np.array([0, 1, 2, 0, 1, 2]))
   # Video 0, window 3 with edge padding: [1, 1, 1]; video 1 unsmoothed.
   np.testing.assert_array_equal(smoothed[:, 0], [1, 1, 1, 0, 0, 1])
@@ -67,10 +71,6 @@ def test_smooth_routed_stays_within_videos():
 def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
   """Per-view checkpoints whose output encodes their view: each routed frame
   gets its view's probability, threshold and window."""
-  from au_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from au_jax import models  # pylint: disable=g-import-not-at-top
-  from au_jax import train  # pylint: disable=g-import-not-at-top
-  from configs import aunets as aunets_config  # pylint: disable=g-import-not-at-top
   config = aunets_config.get_config('test')
   config.data_dir = tiny_data_dir
   config.aus = (12,)
@@ -95,11 +95,11 @@ def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
         {'aus': [12], 'per_au': {'12': {'threshold': 0.1 * view}},
          'median_window': 2 * view + 1, 'num_frames': 0}, directory,
         'test_results', markdown='')
-  data = cascade.all_views_data(config, input_pipeline.open_dataset(config),
+  data = aunets_method.all_views_data(config, input_pipeline.open_dataset(config),
                                 1)
   count = input_pipeline.num_frames(data, 'test')
   routed = np.where(np.arange(count) % 3 == 0, 2, 1)
-  out = cascade.route(routed, (12,), cascade.checkpoint_scorer(
+  out = aunets_method.route(routed, (12,), aunets_method.checkpoint_scorer(
       config, workdir, 1, data))
   expected = 1 / (1 + np.exp(-np.vectorize(bias.get)(routed)))
   np.testing.assert_allclose(out['probabilities'][:, 0], expected, rtol=1e-5)
@@ -109,7 +109,7 @@ def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
             input_pipeline.split_source(data, 'test')]
   np.testing.assert_array_equal(out['labels'], np.array(labels))
   with pytest.raises(FileNotFoundError, match=r'configs/aunets.py:view'):
-    cascade.evaluate_fold(config, workdir, 1)  # No view classifier yet.
+    aunets_method.evaluate_fold(config, workdir, 1)  # No view classifier yet.
   # The whole fold: a view classifier that puts every frame in view 2.
   view_config = aunets_config.get_config('view')
   for field, value in dict(dataset_config='tiny', data_dir=tiny_data_dir,
@@ -117,7 +117,7 @@ def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
                            eval_batch_size=8).items():
     view_config[field] = value
   view_config.model.width_multiplier = 1 / 16
-  view_dir = cascade.view_classifier_dir(config, workdir, 1)
+  view_dir = aunets_method.view_classifier_dir(config, workdir, 1)
   variables = jax.eval_shape(
       lambda b: models.create(view_config).init(jax.random.key(0), b,
                                                 train=False),
@@ -127,7 +127,7 @@ def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
   params['output']['bias'] = np.eye(9, dtype=np.float32)[1] * 5  # View 2.
   checkpointing.save_weights_only(view_dir, {'params': params}, 1, {}, 1)
   checkpointing.write_config(view_config, view_dir)
-  results = cascade.evaluate_fold(config, workdir, 1)
+  results = aunets_method.evaluate_fold(config, workdir, 1)
   assert set(results['routed_view'].tolist()) == {2}
   np.testing.assert_allclose(results['probabilities_routed'][:, 0],
                              1 / (1 + np.exp(-2.0)), rtol=1e-5)
@@ -140,7 +140,6 @@ def test_checkpoint_scorer_reads_the_routed_runs(tiny_data_dir, tmp_path):
 
 
 def _per_view_config(views=(5, 4, 6), adapt_views_from=5):
-  from configs import aunets as aunets_config  # pylint: disable=g-import-not-at-top
   config = aunets_config.get_config('test')
   config.aus = (12,)
   config.one_model_per = ('view', 'au')
@@ -152,8 +151,6 @@ def _per_view_config(views=(5, 4, 6), adapt_views_from=5):
 def test_other_views_start_from_the_adapt_view(tmp_path):
   """The paper's chain: views 4 and 6 load view 5's finished run of the same
   fold and AU; view 5 keeps config.init_from (EmoNet)."""
-  from au_jax import models  # pylint: disable=g-import-not-at-top
-  from au_jax import train  # pylint: disable=g-import-not-at-top
   config = _per_view_config()
   assert [k.view for k in runs.plan(config)] == [5, 4, 6]
   frontal = runs.run_config(config, runs.RunKey(1, 5, 12))

@@ -11,6 +11,14 @@ import pytest
 from au_jax.methods import caud as caud_method
 from au_jax.models import caud
 from au_jax.models import vgg
+from au_jax.predict import run as predict_run
+from au_jax import optim
+from configs import caud as caud_config
+import os
+from au_jax import checkpointing
+import json
+from au_jax import models, runs, train
+from configs import drml as drml_config
 
 jax.config.update('jax_disable_most_optimizations', True)
 
@@ -203,9 +211,6 @@ def test_loss_fn_scalars_and_au_count_check():
 
 
 def test_caud_configs_freeze_exactly_the_encoder():
-  from au_jax import models  # pylint: disable=g-import-not-at-top
-  from au_jax import optim  # pylint: disable=g-import-not-at-top
-  from configs import caud as caud_config  # pylint: disable=g-import-not-at-top
   for variant in ('', 'paper', 'test'):
     config = caud_config.get_config(variant)
     model = models.create(config)
@@ -225,8 +230,6 @@ def test_caud_configs_freeze_exactly_the_encoder():
 
 def _save_run(directory, config, state):
   """A run directory as the trainer leaves it (config.json, checkpoint)."""
-  import os  # pylint: disable=g-import-not-at-top
-  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
   os.makedirs(directory)
   checkpointing.write_config(config, directory)
   manager = checkpointing.create_manager(directory)
@@ -236,13 +239,9 @@ def _save_run(directory, config, state):
 
 
 def test_predict_joins_per_au_runs_into_one_pass(tmp_path):
-  """predict.load_run on a fold directory of per-AU CAUD runs: one model,
+  """predict_run.load_run on a fold directory of per-AU CAUD runs: one model,
   every AU in one forward pass, each output equal to its own run's, each
   AU with its own run's threshold and window."""
-  import json  # pylint: disable=g-import-not-at-top
-  from au_jax import models, predict, runs, train  # pylint: disable=g-import-not-at-top
-  from configs import caud as caud_config  # pylint: disable=g-import-not-at-top
-  from configs import drml as drml_config  # pylint: disable=g-import-not-at-top
   base = caud_config.get_config('test')
   base.one_model_per = ('au',)
   base.aus = (1, 12)
@@ -265,17 +264,17 @@ def test_predict_joins_per_au_runs_into_one_pass(tmp_path):
     with open(f'{directory}/test_results.json', 'w') as f:
       json.dump({'median_window': window,
                  'per_au': {str(au): {'threshold': threshold}}}, f)
-  joined = predict.load_run(str(fold_dir))
+  joined = predict_run.load_run(str(fold_dir))
   assert joined.aus == (1, 12) and joined.model.num_aus == 2
   np.testing.assert_allclose(joined.thresholds, [0.3, 0.6])
   assert joined.median_windows.tolist() == [1, 3]
   faces = list(np.random.default_rng(0).integers(
       0, 256, size=(4, 64, 64, 3), dtype=np.uint8))
-  batch = predict.prepare_model_input(faces, joined.config)
+  batch = predict_run.prepare_model_input(faces, joined.config)
   logits = np.asarray(joined.apply_fn(joined.variables, batch)[0])
   assert logits.shape == (4, 2)
   for column, au in enumerate(base.aus):
-    alone = predict.load_run(str(fold_dir / f'au_{au:02d}'))
+    alone = predict_run.load_run(str(fold_dir / f'au_{au:02d}'))
     np.testing.assert_allclose(
         logits[:, column],
         np.asarray(alone.apply_fn(alone.variables, batch)[0])[:, 0],
@@ -286,11 +285,10 @@ def test_predict_joins_per_au_runs_into_one_pass(tmp_path):
     config = runs.run_config(base, runs.RunKey(2, au=au))
     _save_run(str(other / f'au_{au:02d}'), config, states[au])
   with pytest.raises(ValueError, match=r'fold_2: join_heads: tree 1 encoder'):
-    predict.load_run(str(other))
+    predict_run.load_run(str(other))
   # Per-AU runs of a model without join_heads: pick one AU run.
   drml_dir = tmp_path / 'fold_3' / 'au_01'
   drml_dir.mkdir(parents=True)
-  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
   checkpointing.write_config(drml_config.get_config('test'), str(drml_dir))
   with pytest.raises(ValueError, match=r"model\(s\) \['drml'\].*\['au_01'\]"):
-    predict.load_run(str(tmp_path / 'fold_3'))
+    predict_run.load_run(str(tmp_path / 'fold_3'))

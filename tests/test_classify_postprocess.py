@@ -10,7 +10,7 @@ import pytest
 
 from au_jax import parallel
 from au_jax import postprocess
-from au_jax import svm
+from au_jax.methods import drml as drml_method
 from au_jax.methods import classify
 
 
@@ -78,7 +78,7 @@ def test_linear_svm_agrees_with_scikit_learn():
   x = rng.normal(size=(300, 5))
   y = (x @ np.array([1.0, -2.0, 0.5, 0.0, 0.0]) + 0.3
        + 0.3 * rng.normal(size=300) > 0).astype(int)
-  w, b = svm.fit_linear_svm(x, y, c=1.0)
+  w, b = drml_method.fit_linear_svm(x, y, c=1.0)
   reference = sklearn_svm.LinearSVC(C=1.0, loss='squared_hinge',
                                     intercept_scaling=100.0,
                                     max_iter=100000).fit(x, y)

@@ -14,8 +14,10 @@ from au_jax import config_checks
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Globbed at collection time so configs that land later are walked too.
+# Shared helpers (configs/common.py) define no get_config and are skipped.
 CONFIG_FILES = sorted(p for p in (ROOT / 'configs').glob('*.py')
-                      if not p.stem.startswith('_'))
+                      if not p.stem.startswith('_')
+                      and 'def get_config' in p.read_text())
 
 
 def _variants(path: pathlib.Path) -> list[str]:

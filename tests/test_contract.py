@@ -12,7 +12,7 @@ import pytest
 
 from au_jax import checkpointing
 from au_jax import fold_evaluation
-from au_jax import input_pipeline
+from au_jax.data import input_pipeline
 from au_jax import methods
 from au_jax import models
 from au_jax import optim
@@ -21,6 +21,7 @@ from au_jax import postprocess
 from au_jax import runs
 from au_jax import train
 from configs import drml
+from absl import flags
 
 
 def _config(data_dir=None, **overrides):
@@ -295,7 +296,6 @@ def test_resume_continues_and_refuses_other_settings(tiny_data_dir,
                                                      tmp_path):
   """With validation subjects and a grain worker: 2 steps, then raised to 4,
   equals 4 steps at once; a changed learning rate is refused by name."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():  # grain workers read absl flags.
     flags.FLAGS.mark_as_parsed()
   config = _config(tiny_data_dir, num_workers=1)

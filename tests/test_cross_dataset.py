@@ -10,11 +10,23 @@ import pytest
 
 from au_jax import aus
 from au_jax import evaluate
-from au_jax import folds
+from au_jax.data import folds
 from au_jax import metrics
 from au_jax import runs
 from configs import aunets as aunets_config
 from configs import idennet as idennet_config
+from au_jax.predict import run as predict_run
+from au_jax import prepare
+from au_jax import train
+from au_jax.data import device_transforms
+from au_jax.data import transforms
+import hashlib
+from au_jax import ablate
+from au_jax import checkpointing
+from au_jax.methods import idennet as idennet_method
+from au_jax import fold_evaluation
+from au_jax.data import input_pipeline
+from au_jax import methods
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIX = ('S01', 'S02', 'S03', 'S04', 'S05', 'S06')
@@ -110,8 +122,6 @@ def cross_run(tiny_data_dir, tmp_path_factory):
   """IdenNet :test trained on every synthetic_au/tiny subject (S04
   validates), tested on the UNBC-McMaster dummy data (built from
   data_builders/unbc_mcmaster/dummy_data into the shared data_dir)."""
-  from au_jax import prepare  # pylint: disable=g-import-not-at-top
-  from au_jax import train  # pylint: disable=g-import-not-at-top
   old = os.environ.get('AU_JAX_BUILD_WORKERS')
   os.environ['AU_JAX_BUILD_WORKERS'] = '0'
   try:
@@ -134,8 +144,6 @@ def cross_run(tiny_data_dir, tmp_path_factory):
 
 
 def test_cross_dataset_run(cross_run):
-  from au_jax import prepare  # pylint: disable=g-import-not-at-top
-  from au_jax import predict  # pylint: disable=g-import-not-at-top
   config, workdir, table = cross_run
   shared = [4, 6, 7, 10, 12]
   run = runs.run_dir(config, workdir, runs.RunKey('all'))
@@ -160,9 +168,7 @@ def test_cross_dataset_run(cross_run):
       saved['labels'], [r['au_occurrence'][[0, 1, 2, 4, 5]] for r in records])
   # The scores are the trained model's BP4D-order outputs 2..6 (AUs 4, 6,
   # 7, 10, 12) on the same frames, computed here without the Evaluator.
-  loaded = predict.load_run(run)
-  from au_jax import device_transforms  # pylint: disable=g-import-not-at-top
-  from au_jax import transforms  # pylint: disable=g-import-not-at-top
+  loaded = predict_run.load_run(run)
   resize = transforms.Resize(config.resize_size)
   resized = [resize.map({'image': r['image'], 'landmarks': r['landmarks']})
              for r in records]
@@ -187,9 +193,6 @@ def test_cross_dataset_run(cross_run):
 
 
 def test_ablation_rows_of_other_folds_never_share_runs(tmp_path):
-  import hashlib  # pylint: disable=g-import-not-at-top
-  from au_jax import ablate  # pylint: disable=g-import-not-at-top
-  from au_jax import checkpointing  # pylint: disable=g-import-not-at-top
   config = idennet_config.get_config('test')
   within = ablate.run_chain(config, str(tmp_path))
   # Fold 1 keeps the earlier hash (fingerprint only): old ablations stay
@@ -211,9 +214,8 @@ def test_ablation_rows_of_other_folds_never_share_runs(tmp_path):
 
 
 def test_run_features_of_a_trained_run(cross_run):
-  from au_jax import visualize  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cross_run
-  got = visualize.run_features(
+  got = idennet_method.run_features(
       runs.run_dir(config, workdir, runs.RunKey('all')))
   # A fold-'all' run has no test subjects: its validation subject S04's
   # 2 videos x 8 frames; features are fc6 - fc5, hidden_size 32 / 2 (MFM).
@@ -226,9 +228,6 @@ def test_run_features_of_a_trained_run(cross_run):
 
 
 def test_fold_all_without_test_dataset_tests_nothing(tmp_path):
-  from au_jax import fold_evaluation  # pylint: disable=g-import-not-at-top
-  from au_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from au_jax import methods  # pylint: disable=g-import-not-at-top
   config = idennet_config.get_config('test')
   config.folds = 'all'  # e.g. a pretraining run for another's init_from.
   data = input_pipeline.FoldData(

@@ -1,4 +1,4 @@
-"""Device-side augmentation against the host transforms (au_jax.transforms)."""
+"""Device-side augmentation against the host transforms (au_jax.data.transforms)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from au_jax import device_transforms
-from au_jax import transforms
+from au_jax.data import device_transforms
+from au_jax.data import transforms
 
 RESIZE, CROP, BATCH = 12, 9, 6
 

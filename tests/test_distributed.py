@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 
 from au_jax import checkpointing
 from au_jax import distributed
-from au_jax import input_pipeline
+from au_jax.data import input_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 420  # Per phase; a loaded 2-core machine, not the usual time.

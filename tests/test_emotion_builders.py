@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from au_jax import aus
-from au_jax import folds
+from au_jax.data import folds
 from au_jax.preprocess import face as face_lib
 from data_builders.ck_plus import ck_plus_dataset_builder as ck
+from data_builders.rafd import rafd_dataset_builder as rafd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DUMMY = os.path.join(ROOT, 'data_builders', 'ck_plus', 'dummy_data')
@@ -145,7 +146,6 @@ RAFD_DUMMY = os.path.join(ROOT, 'data_builders', 'rafd', 'dummy_data')
 
 
 def test_rafd_pictures_emotions_and_views(tmp_path):
-  from data_builders.rafd import rafd_dataset_builder as rafd  # pylint: disable=g-import-not-at-top
   builder = build('rafd', 'tiny', str(tmp_path / 'out'), RAFD_DUMMY)
   got = {}
   for split in builder.info.splits:

@@ -9,6 +9,9 @@ import pytest
 from au_jax import evaluate
 from au_jax import metrics
 from au_jax import visualize
+from au_jax import postprocess
+from au_jax import tables
+from au_jax import parallel
 
 AUS = (1, 2)
 # 4 frames x 2 AUs. AU1: positives at rows 0, 1; AU2: row 2 unknown.
@@ -18,7 +21,7 @@ PROBABILITIES = np.array([[0.9, 0.2], [0.4, 0.7], [0.6, 0.9], [0.1, 0.5]])
 
 def test_compute_metrics_by_hand():
   results = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS)
-  per_au = lambda key: evaluate.per_au_values(results, key)
+  per_au = lambda key: tables.per_au_values(results, key)
   # AU1 at 0.5: tp row 0, fn row 1, fp row 2, tn row 3 -> F1 50, acc 50.
   # AU2: tp row 1, fp row 3 (0.5 >= 0.5), tn row 0 -> F1 2/3, acc 2/3.
   np.testing.assert_allclose(per_au('f1'), [50.0, 200 / 3])
@@ -40,7 +43,7 @@ def test_per_au_thresholds_and_errors():
   results = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS,
                                      threshold=[0.35, 0.6])
   # AU1 at 0.35: tp rows 0, 1, fp row 2 -> 4/5; AU2 at 0.6: tp, tn, tn -> 1.
-  np.testing.assert_allclose(evaluate.per_au_values(results, 'f1'),
+  np.testing.assert_allclose(tables.per_au_values(results, 'f1'),
                              [80.0, 100.0])
   with pytest.raises(ValueError, match=r'\[N, 3\]'):
     evaluate.compute_metrics(LABELS, PROBABILITIES, (1, 2, 4))
@@ -81,7 +84,7 @@ def test_tune_thresholds_matches_brute_force():
   labels = rng.integers(-1, 2, size=(60, 3))
   labels[:, 2] = np.where(labels[:, 2] == 1, 0, labels[:, 2])  # no positives
   scores = np.round(rng.random((60, 3)) * 0.7 + 0.3 * (labels == 1), 2)
-  thresholds = evaluate.tune_thresholds(labels, scores, min_positives=1,
+  thresholds = postprocess.tune_thresholds(labels, scores, min_positives=1,
                                         grid=())
   for c in range(2):
     candidates = np.unique(scores[labels[:, c] >= 0, c])
@@ -95,23 +98,23 @@ def test_tune_thresholds_matches_brute_force():
 def test_median_smooth_stays_inside_each_video():
   sequence = np.array(['a'] * 5 + ['b'] * 3)
   predictions = np.array([1, 1, 1, 0, 1, 0, 1, 1])[:, None]
-  smoothed = evaluate.median_smooth(predictions, sequence, 3)
+  smoothed = postprocess.median_smooth(predictions, sequence, 3)
   # a padded: 1 | 1 1 1 0 1 | 1 -> all 1 (its last frame sees (0, 1, 1),
   # not (0, 1, 0) with b's first frame); b padded: 0 | 0 1 1 | 1.
   np.testing.assert_array_equal(smoothed[:, 0], [1, 1, 1, 1, 1, 0, 1, 1])
   # Interleaved videos give the same per-video result.
   order = np.array([0, 5, 1, 6, 2, 7, 3, 4])
   np.testing.assert_array_equal(
-      evaluate.median_smooth(predictions[order], sequence[order], 3),
+      postprocess.median_smooth(predictions[order], sequence[order], 3),
       smoothed[order])
   probabilities = np.array([[0.1], [0.9], [0.2], [0.3], [0.8]])
   np.testing.assert_allclose(
-      evaluate.median_smooth(probabilities, np.zeros(5), 5)[:, 0],
+      postprocess.median_smooth(probabilities, np.zeros(5), 5)[:, 0],
       [0.1, 0.2, 0.3, 0.8, 0.8])  # padded 0.1 0.1 | 0.1 .. 0.8 | 0.8 0.8
-  assert evaluate.median_smooth(predictions, sequence, 1).tolist() == \
+  assert postprocess.median_smooth(predictions, sequence, 1).tolist() == \
       predictions.tolist()
   with pytest.raises(ValueError, match='odd'):
-    evaluate.median_smooth(predictions, sequence, 4)
+    postprocess.median_smooth(predictions, sequence, 4)
 
 
 def _fold(f1, auc, frames):
@@ -136,10 +139,10 @@ def _cross_fold():
 
 def test_cross_fold_means():
   table = _cross_fold()
-  np.testing.assert_allclose(evaluate.per_au_values(table, 'f1'),
+  np.testing.assert_allclose(tables.per_au_values(table, 'f1'),
                              [35.0, 60.0])
   # A nan AUC (one-class AU in a fold) is left out of that AU's mean.
-  np.testing.assert_allclose(evaluate.per_au_values(table, 'auc'),
+  np.testing.assert_allclose(tables.per_au_values(table, 'auc'),
                              [75.0, 60.0])
   assert table['per_au']['2']['num_labelled'] == 18
   np.testing.assert_allclose(table['mean']['f1'], 47.5)
@@ -158,32 +161,32 @@ def test_markdown_table():
       '| AU1 | 40.0 | 30.0 | 35.0 | 50.0 | 75.0 | 40.0 | 20.0 |',
       '| AU2 | 70.0 | 50.0 | 60.0 | 60.0 | 60.0 | 30.0 | 30.0 |',
       '| **mean** | 55.0 | 40.0 | 47.5 | 55.0 | 67.5 | 35.0 | 25.0 |'])
-  assert evaluate.markdown_table(_cross_fold(), AUS) == expected
+  assert tables.markdown_table(_cross_fold(), AUS) == expected
   single = evaluate.compute_metrics(LABELS, PROBABILITIES, AUS)
-  lines = evaluate.markdown_table(single, AUS).splitlines()
+  lines = tables.markdown_table(single, AUS).splitlines()
   assert lines[0] == '| AU | F1 | Acc | AUC | AP | All-pos F1 |'
   # AU1 AP: ranked P (0.9), N, P (0.4), N -> (1 + 2/3) / 2 = 83.3.
   assert lines[2] == '| AU1 | 50.0 | 50.0 | 75.0 | 83.3 | 66.7 |'
-  text = evaluate.format_table(single, AUS)
+  text = tables.format_table(single, AUS)
   assert 'mean' in text and '4 frames' in text
   with pytest.raises(ValueError, match='not'):
-    evaluate.markdown_table(single, (1, 4))
+    tables.markdown_table(single, (1, 4))
 
 
 def test_write_results_round_trip(tmp_path):
   results = evaluate.compute_metrics(
       np.array([[1, 1], [1, 0]]), np.array([[0.9, 0.2], [0.7, 0.1]]), AUS)
   results['sequence'] = np.array(['a', 'b'])
-  json_path, md_path = evaluate.write_results(results, str(tmp_path), 'test')
+  json_path, md_path = tables.write_results(results, str(tmp_path), 'test')
   with open(json_path) as f:
     loaded = json.load(f)  # strict JSON: nan written as null
   assert loaded['per_au']['1']['auc'] is None  # one class only
   assert loaded['per_au']['2']['auc'] == 100.0
   assert 'labels' not in loaded
   with open(md_path) as f:
-    assert f.read() == evaluate.markdown_table(results, AUS) + '\n'
+    assert f.read() == tables.markdown_table(results, AUS) + '\n'
   # A JSON-loaded result renders the same table.
-  assert evaluate.markdown_table(loaded, AUS) == evaluate.markdown_table(
+  assert tables.markdown_table(loaded, AUS) == tables.markdown_table(
       results, AUS)
   raw = np.load(os.path.join(tmp_path, 'test_predictions.npz'))
   np.testing.assert_array_equal(raw['labels'], [[1, 1], [1, 0]])
@@ -191,23 +194,23 @@ def test_write_results_round_trip(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['test.json', 'test.md',
                                           'test_predictions.npz']
   # A cross-fold table read back from its JSON renders the same table.
-  json_path, _ = evaluate.write_results(_cross_fold(), str(tmp_path))
+  json_path, _ = tables.write_results(_cross_fold(), str(tmp_path))
   with open(json_path) as f:
     loaded = json.load(f)
-  assert evaluate.markdown_table(loaded, AUS) == evaluate.markdown_table(
+  assert tables.markdown_table(loaded, AUS) == tables.markdown_table(
       _cross_fold(), AUS)
 
 
 def test_failed_write_leaves_old_file(tmp_path):
   path = str(tmp_path / 'results.json')
-  evaluate._write_atomic(path, lambda f: f.write('old'))
+  tables._write_atomic(path, lambda f: f.write('old'))
 
   def crash(f):
     f.write('half a new fi')
     raise RuntimeError('killed')
 
   with pytest.raises(RuntimeError):
-    evaluate._write_atomic(path, crash)
+    tables._write_atomic(path, crash)
   assert open(path).read() == 'old'
   assert os.listdir(tmp_path) == ['results.json']
 
@@ -239,7 +242,6 @@ def test_plots(tmp_path):
 
 
 def test_evaluate_on_batches_padded_by_parallel():
-  from au_jax import parallel  # pylint: disable=g-import-not-at-top
   rows = {'au_occurrence': LABELS[:3],
           'subject': np.array([b'F001', b'F001', b'M002'], object)}
   batch = parallel.pad_batch(rows, 5)

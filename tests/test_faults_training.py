@@ -10,6 +10,11 @@ from au_jax import checkpointing
 from au_jax import runs
 from au_jax import train
 from configs import drml
+from au_jax import runlock
+import numpy as np
+import shutil
+from au_jax.data import input_pipeline
+import jax
 
 
 def _config(data_dir, **overrides):
@@ -60,8 +65,6 @@ def test_divergence_stops_naming_the_step_and_writes_no_results(
   # Whatever was checkpointed is finite (a later run resumes from it).
   if glob.glob(f'{directory}/checkpoints/[0-9]*'):
     state, _ = checkpointing.restore_raw(directory)
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    import jax  # pylint: disable=g-import-not-at-top
     assert all(np.isfinite(np.asarray(x)).all()
                for x in jax.tree_util.tree_leaves(state['params']))
 
@@ -79,7 +82,6 @@ def test_bad_cadence_or_steps_refused_before_any_work(field, value, tmp_path):
 
 def test_second_writer_on_a_run_directory_is_refused(tiny_data_dir,
                                                      tmp_path):
-  from au_jax import runlock  # pylint: disable=g-import-not-at-top
   config = _config(tiny_data_dir)
   directory = runs.run_dir(config, str(tmp_path), 1)
   os.makedirs(directory)
@@ -90,7 +92,6 @@ def test_second_writer_on_a_run_directory_is_refused(tiny_data_dir,
 
 def test_restore_skips_a_damaged_step_for_the_newest_intact(tmp_path,
                                                             caplog):
-  import numpy as np  # pylint: disable=g-import-not-at-top
   manager = checkpointing.create_manager(str(tmp_path))
   meta = {'hash': 'abc'}
   state = {'params': {'w': np.arange(3.0)}}
@@ -115,8 +116,6 @@ def test_restore_skips_a_damaged_step_for_the_newest_intact(tmp_path,
 
 
 def test_truncated_array_record_file_is_named(tiny_data_dir, tmp_path):
-  import shutil  # pylint: disable=g-import-not-at-top
-  from au_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path / 'tfds')
   shutil.copytree(tiny_data_dir, data_dir)
   # A copy whose every record file lost its second half (a truncated copy),
@@ -139,7 +138,6 @@ def test_truncated_array_record_file_is_named(tiny_data_dir, tmp_path):
 
 
 def test_checkpoint_write_killed_midway_is_ignored(tmp_path):
-  import numpy as np  # pylint: disable=g-import-not-at-top
   manager = checkpointing.create_manager(str(tmp_path))
   state = {'params': {'w': np.arange(3.0)}}
   checkpointing.save(manager, 2, state, {}, {'hash': 'a'})

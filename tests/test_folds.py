@@ -1,11 +1,11 @@
-"""Tests of au_jax.folds: standard parts, fold assembly, validation, errors."""
+"""Tests of au_jax.data.folds: standard parts, fold assembly, validation, errors."""
 
 import logging
 import random
 
 import pytest
 
-from au_jax import folds
+from au_jax.data import folds
 
 BP4D_ALL = [f'F{i:03d}' for i in range(1, 24)] + [
     f'M{i:03d}' for i in range(1, 19)]

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from au_jax import input_pipeline
+from au_jax.data import input_pipeline
 from au_jax import models
 from au_jax import prepare
 from au_jax.methods import idennet as method
@@ -19,6 +19,8 @@ from au_jax.models import lightcnn
 from configs import idennet as idennet_config
 
 import multidevice  # pylint: disable=g-import-not-at-top
+from au_jax import visualize
+import matplotlib.image
 
 
 
@@ -252,7 +254,7 @@ _SCRIPT = textwrap.dedent("""
     config = idennet_config.get_config('test')
     rng = np.random.default_rng(0)
     # 8 devices x (1 AU frame + 1 pair of person 10 + d) = 24 rows, laid out
-    # as mixing.mixed_batches does.
+    # as idennet_method.mixed_batches does.
     identity = np.stack([[-1, 10 + d, 10 + d] for d in range(8)]).reshape(-1)
     batch = {
         'features': rng.normal(size=(24, 6)).astype(np.float32),
@@ -307,7 +309,6 @@ def test_eight_devices_equal_one_device():
 
 
 def test_same_subject_neighbour_rate_by_hand():
-  from au_jax import visualize  # pylint: disable=g-import-not-at-top
   features = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
   # Nearest by cosine: 0<->1, 2<->3.
   assert visualize.same_subject_neighbour_rate(features, list('aabb')) == 1.0
@@ -334,7 +335,6 @@ def test_same_subject_neighbour_rate_by_hand():
 
 
 def test_feature_tsne_figure_with_and_without_identity(tmp_path):
-  from au_jax import visualize  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   subjects = np.repeat(['S01', 'S02', 'S03'], 10)
   centres = rng.normal(size=(3, 8)) * 5
@@ -350,7 +350,6 @@ def test_feature_tsne_figure_with_and_without_identity(tmp_path):
   assert rates['identity in features'] == 1.0
   assert rates['identity removed'] == visualize.same_subject_neighbour_rate(
       without, subjects)
-  import matplotlib.image  # pylint: disable=g-import-not-at-top
   height, width = matplotlib.image.imread(path).shape[:2]
   assert width > height > 300  # Two rows, two columns and a legend.
   with pytest.raises(ValueError, match='20 rows'):
@@ -358,7 +357,6 @@ def test_feature_tsne_figure_with_and_without_identity(tmp_path):
 
 
 def test_tsne_without_scikit_learn_is_named(monkeypatch):
-  from au_jax import visualize  # pylint: disable=g-import-not-at-top
   monkeypatch.setitem(sys.modules, 'sklearn', None)
   with pytest.raises(ImportError, match='needs scikit-learn'):
     visualize.tsne_2d(np.zeros((5, 2)))

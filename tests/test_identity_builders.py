@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from au_jax import aus
-from au_jax import mixing
+from au_jax.methods import idennet as idennet_method
 from data_builders import identity_faces
 from data_builders.celeba import celeba_dataset_builder as celeba
 from data_builders.celeba import make_dummy_data as celeba_dummy
@@ -94,7 +94,7 @@ def test_vggface2_records(built):
 
 def test_pairs_from_identity_builders(built):
   for name in ('lfw', 'celeba', 'vggface2'):
-    iterator = mixing.identity_pairs(
+    iterator = idennet_method.identity_pairs(
         built[name], num_pairs=2, num_aus=3, resize=72, crop=64, flip=False,
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), seed=0)
     batch = next(iterator)

@@ -11,7 +11,7 @@ import pytest
 from au_jax import config_checks
 from au_jax import evaluate
 from au_jax import fold_evaluation
-from au_jax import folds
+from au_jax.data import folds
 from au_jax import init_from
 from au_jax import runs
 from configs import caud as caud_config

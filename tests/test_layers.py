@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from au_jax.models import layers
+from au_jax.models import drml
 
 jax.config.update('jax_disable_most_optimizations', True)
 
@@ -113,7 +114,6 @@ def test_compute_dtype_names():
 
 
 def test_drml_mixed_precision_keeps_parameters_statistics_and_logits_float32():
-  from au_jax.models import drml  # pylint: disable=g-import-not-at-top
   batch = {'image': jax.random.normal(jax.random.key(0), (2, 66, 66, 3))}
   full = drml.Model(num_aus=3, region_grid=(2, 2), dropout_rate=0.0,
                     region_implementation='einsum')

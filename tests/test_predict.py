@@ -17,19 +17,21 @@ import numpy as np
 import pytest
 
 from au_jax import checkpointing
-from au_jax import folds
-from au_jax import device_transforms
-from au_jax import input_pipeline
+from au_jax.data import folds
+from au_jax.data import device_transforms
+from au_jax.data import input_pipeline
 from au_jax import models
 from au_jax import predict
-from au_jax import predict_io
-from au_jax import tracking
+from au_jax.predict import io as predict_io
+from au_jax.predict import tracking
 from au_jax import train
-from au_jax import transforms
+from au_jax.data import transforms
 from configs import drml
 from data_builders.bp4d import make_dummy_data as photos
 from data_builders.synthetic_au import config as synth_config
 from data_builders.synthetic_au import generate
+from au_jax.predict import run as predict_run
+from au_jax.predict import table as predict_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 8  # One compiled batch shape for every test.
@@ -69,7 +71,7 @@ def run_dir(tiny_data_dir, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def run(run_dir):
-  return predict.load_run(run_dir)
+  return predict_run.load_run(run_dir)
 
 
 def _synthetic_faces(subject: int = 0) -> list[np.ndarray]:
@@ -115,11 +117,11 @@ def _table(path):
 
 
 def test_columns_follow_openface_order():
-  assert predict.columns((1, 12)) == [
+  assert predict_table.columns((1, 12)) == [
       'frame', 'face_id', 'timestamp', 'confidence', 'success', 'face_x',
       'face_y', 'face_width', 'face_height', 'AU01_c', 'AU12_c', 'AU01_p',
       'AU12_p', 'file']
-  assert predict.au_columns((4,), intensity=True) == ['AU04_r', 'AU04_c',
+  assert predict_table.au_columns((4,), intensity=True) == ['AU04_r', 'AU04_c',
                                                       'AU04_p']
 
 
@@ -138,7 +140,7 @@ def test_video_rows_ids_timestamps_and_no_face_frames(run, media, tmp_path):
   options = predict.Options(batch_size=BATCH, smooth=1)
   result = predict.predict_file(media['video'], run, str(tmp_path), options)
   header, rows = _table(result.csv)
-  assert header == predict.columns(run.aus)
+  assert header == predict_table.columns(run.aus)
   assert result.frames == 12 and result.unreadable == 0
   by_frame = {}
   for row in rows:
@@ -150,7 +152,7 @@ def test_video_rows_ids_timestamps_and_no_face_frames(run, media, tmp_path):
     if frame in BLANK_FRAMES:
       (row,) = frame_rows
       assert (row['success'], row['face_id']) == ('0', '-1')
-      assert all(row[c] == '' for c in predict.au_columns(run.aus))
+      assert all(row[c] == '' for c in predict_table.au_columns(run.aus))
       continue
     # Both faces, and each keeps its id (0: the photo, left) across the
     # blank gap.
@@ -193,7 +195,7 @@ def test_images_no_face_and_several_faces(run, media, tmp_path):
   assert [(r['frame'], r['face_id'], r['success'], r['timestamp'])
           for r in rows] == [('1', '0', '1', '0')]
   # The photo's face box, placed in the 320x240 frame at scale 0.5.
-  box = [float(rows[0][k]) for k in predict.BOX_COLUMNS]
+  box = [float(rows[0][k]) for k in predict_table.BOX_COLUMNS]
   np.testing.assert_allclose(box[2], photos.PHOTO_FACE[2] * 0.5, atol=12)
   blank = predict.predict_file(media['blank'], run, str(tmp_path), options)
   _, rows = _table(blank.csv)
@@ -238,7 +240,7 @@ def test_predictions_equal_evaluation_pipeline(run, tiny_data_dir, tmp_path):
 
 def test_calibration_moves_track_baseline_to_floor(run):
   num_aus = len(run.aus)
-  dtype = predict._raw_dtype(num_aus)  # pylint: disable=protected-access
+  dtype = predict_table.raw_dtype(num_aus)  # pylint: disable=protected-access
   raw = np.zeros(40, dtype)
   raw['face_id'] = np.r_[np.zeros(30), np.ones(10)]
   raw['success'] = 1
@@ -246,7 +248,7 @@ def test_calibration_moves_track_baseline_to_floor(run):
   raw['logits'][:30] = logits
   raw['logits'][30:] = 2.0
   options = predict.Options(calibrate=True)
-  out = predict._post_process(  # pylint: disable=protected-access
+  out = predict_table.post_process(  # pylint: disable=protected-access
       raw, run, options, np.ones(num_aus, int), '/tmp')
   # Track 0 (30 frames): its 10th-percentile logit maps to logit(0.05).
   shift = np.percentile(logits, 10, axis=0) - np.log(0.05 / 0.95)
@@ -258,17 +260,17 @@ def test_calibration_moves_track_baseline_to_floor(run):
 
 def test_bad_checkpoint_is_one_line_error(run_dir, tmp_path):
   with pytest.raises(ValueError, match='not an au_jax run directory'):
-    predict.load_run(str(tmp_path))
+    predict_run.load_run(str(tmp_path))
   with pytest.raises(ValueError, match='does not exist'):
-    predict.load_run(str(tmp_path / 'missing'))
+    predict_run.load_run(str(tmp_path / 'missing'))
   # A config but no finished step (a run killed before its first save).
   (tmp_path / 'config.json').write_text(
       open(os.path.join(run_dir, 'config.json')).read())
   with pytest.raises(ValueError, match='no checkpoints/'):
-    predict.load_run(str(tmp_path))
+    predict_run.load_run(str(tmp_path))
   (tmp_path / 'checkpoints').mkdir()
   with pytest.raises(ValueError, match='no finished checkpoint'):
-    predict.load_run(str(tmp_path))
+    predict_run.load_run(str(tmp_path))
 
 
 def test_weights_only_run_loads_its_best_weights(run, run_dir, tmp_path):
@@ -283,7 +285,7 @@ def test_weights_only_run_loads_its_best_weights(run, run_dir, tmp_path):
   checkpointing.save_weights_only(
       str(directory), {'params': params,
                        'batch_stats': run.variables['batch_stats']}, 5, {}, 5)
-  loaded = predict.load_run(str(directory))
+  loaded = predict_run.load_run(str(directory))
   jax.tree.map(np.testing.assert_array_equal, loaded.variables['params'],
                params)
 
@@ -331,8 +333,8 @@ def test_dataframe_api_matches_csv(run_dir, media, tmp_path):
                            str(tmp_path / 'missing.png')], run_dir,
                           output_dir=str(tmp_path), batch_size=BATCH)
   assert isinstance(table, pd.DataFrame)
-  assert list(table.columns) == predict.columns(
-      predict.load_config(run_dir).aus)
+  assert list(table.columns) == predict_table.columns(
+      predict_run.load_config(run_dir).aus)
   assert list(table['success']) == [1, 0]
   assert np.isnan(table['AU01_p'][1])
   assert list(table.attrs['errors']) == [str(tmp_path / 'missing.png')]

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 from au_jax import checkpointing
-from au_jax import device_transforms
-from au_jax import folds
-from au_jax import input_pipeline
+from au_jax.data import device_transforms
+from au_jax.data import folds
+from au_jax.data import input_pipeline
 from au_jax import models
 from au_jax import predict
-from au_jax import predict_io
+from au_jax.predict import io as predict_io
 from au_jax import train
-from au_jax import transforms
+from au_jax.data import transforms
+from au_jax.predict import run as predict_run
+from configs import aunets as aunets_config
 
 BATCH = 8
 
@@ -27,7 +29,6 @@ BATCH = 8
 def flow_run(tiny_data_dir, tmp_path_factory):
   """An AUNets Channels run (RGB + optical flow, configs/aunets.py:
   test-channels, AU 12) at its initial weights, as the trainer leaves it."""
-  from configs import aunets as aunets_config  # pylint: disable=g-import-not-at-top
   config = aunets_config.get_config('test-channels')
   config.data_dir = tiny_data_dir
   config.aus = (12,)
@@ -44,7 +45,7 @@ def flow_run(tiny_data_dir, tmp_path_factory):
   checkpointing.save_weights_only(
       directory, {'params': params, 'batch_stats': state.batch_stats},
       1, {}, 1)
-  return predict.load_run(directory)
+  return predict_run.load_run(directory)
 
 
 def test_flow_run_predictions_equal_evaluation_pipeline(flow_run, tmp_path):

@@ -8,11 +8,11 @@ import pytest
 
 from au_jax.preprocess import face
 from au_jax.preprocess import flow
-from au_jax.preprocess import frames
 from au_jax.preprocess import labels
 from au_jax.preprocess import landmarks
 from au_jax.preprocess import video
 from data_builders.bp4d import make_dummy_data as faces
+from au_jax.preprocess import frame_reading
 
 
 def test_to_ibug68_drops_inner_mouth_corners_and_jaw():
@@ -147,10 +147,10 @@ def test_unbc_facs_and_points_files(tmp_path):
 def test_sorted_frames_reads_any_padding(tmp_path):
   for name in ('001.jpg', '0010.jpg', 'l0002_lm.jpg', 'notes.txt'):
     (tmp_path / name).write_bytes(b'')
-  found = frames.sorted_frames(str(tmp_path), ('.jpg',))
+  found = frame_reading.sorted_frames(str(tmp_path), ('.jpg',))
   assert list(found) == [1, 2, 10]
   with pytest.raises(FileNotFoundError, match='nowhere'):
-    frames.sorted_frames(str(tmp_path / 'nowhere'), ('.jpg',))
+    frame_reading.sorted_frames(str(tmp_path / 'nowhere'), ('.jpg',))
 
 
 def test_video_frames_stream_and_missing(tmp_path):

@@ -11,18 +11,22 @@ import shutil
 import numpy as np
 import pytest
 
-from au_jax import folds
+from au_jax.data import folds
 from au_jax import prepare
-from au_jax.preprocess import frames
 from data_builders.bp4d import bp4d_dataset_builder as bp4d
 from data_builders.bp4d import make_dummy_data as bp4d_dummy
 from data_builders.disfa import disfa_dataset_builder as disfa
 from data_builders.fera2017 import fera2017_dataset_builder as fera2017
 from data_builders.unbc_mcmaster import make_dummy_data as unbc_dummy
 from data_builders.unbc_mcmaster import unbc_mcmaster_dataset_builder as unbc
+from absl import flags
+from au_jax import aus
+from au_jax import train
+from configs import drml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from builder_testing import build, dummy_dir, records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from au_jax.preprocess import build_runners
 
 
 @pytest.fixture(scope='module')
@@ -219,10 +223,6 @@ def test_manual_instructions_name_every_file():
                                   'fera2017'])
 def test_drml_trains_and_evaluates_on_dummy_data(name, tmp_path, monkeypatch):
   """Builds the dummy data through the spine and runs tiny DRML fold 1."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from au_jax import aus  # pylint: disable=g-import-not-at-top
-  from au_jax import train  # pylint: disable=g-import-not-at-top
-  from configs import drml  # pylint: disable=g-import-not-at-top
   flags.FLAGS.mark_as_parsed()
   monkeypatch.setenv('AU_JAX_BUILD_WORKERS', '0')
   config = drml.get_config('test')
@@ -260,6 +260,6 @@ def test_failed_parallel_build_leaves_no_scratch(tmp_path):
   out = tmp_path / 'out'
   # 1 of M009's 3 frames damaged is past the 1% limit: an error, raised in
   # the worker and reported by the parent with the subject.
-  with pytest.raises(frames.BuildWorkerError, match='M009.*002.jpg'):
+  with pytest.raises(build_runners.BuildWorkerError, match='M009.*002.jpg'):
     build('bp4d', 'tiny', str(out), manual_dir=str(root), workers='2')
   assert not [p for p in out.iterdir() if p.name.startswith('.bp4d_frames')]

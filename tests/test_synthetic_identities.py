@@ -12,6 +12,7 @@ import pytest
 from data_builders.synthetic_au import config as config_lib
 from data_builders.synthetic_au import generate
 from data_builders.synthetic_au import render
+from data_builders.synthetic_au import synthetic_au_dataset_builder
 
 IDENTITIES = config_lib.get('identities')
 SHIFTED = config_lib.get('shifted')
@@ -108,6 +109,5 @@ def test_shifted_population_has_darker_skin_and_other_light():
 
 @pytest.mark.parametrize('name', ['identities', 'shifted'])
 def test_builder_lists_the_new_configs(name):
-  from data_builders.synthetic_au import synthetic_au_dataset_builder  # pylint: disable=g-import-not-at-top
   names = [c.name for c in synthetic_au_dataset_builder.Builder.BUILDER_CONFIGS]
   assert name in names

@@ -1,10 +1,10 @@
-"""Tests of au_jax.transforms on hand-made images, landmarks and labels."""
+"""Tests of au_jax.data.transforms on hand-made images, landmarks and labels."""
 
 import grain
 import numpy as np
 import pytest
 
-from au_jax import transforms
+from au_jax.data import transforms
 
 ABSENT = -1.0
 

@@ -12,6 +12,9 @@ import pytest
 from au_jax import models
 from au_jax import weights
 from au_jax.models import vgg
+from configs import emonet
+from au_jax import checkpointing, config_checks, runs, train
+from configs import caud as caud_config
 
 jax.config.update('jax_disable_most_optimizations', True)
 
@@ -205,7 +208,6 @@ def test_loader_refuses_pickles_and_mismatches(torch_reference, tmp_path):
 
 
 def test_emonet_configs_build_an_8_way_vgg():
-  from configs import emonet  # pylint: disable=g-import-not-at-top
   for variant, fc6_rows in (('', 2 * 2 * 64), ('paper', 7 * 7 * 512),
                             ('test', 1 * 1 * 32)):
     config = emonet.get_config(variant)
@@ -256,8 +258,6 @@ def test_imagenet_weights_start_emonet(tiny_data_dir, tmp_path):
   """config.imagenet_weights: a hand-made torchvision-layout VGG-16 at the
   test width is the run's starting point. With the loaded layers frozen,
   the trained checkpoint still holds the file's values exactly."""
-  from au_jax import checkpointing, config_checks, runs, train  # pylint: disable=g-import-not-at-top
-  from configs import emonet  # pylint: disable=g-import-not-at-top
   config = emonet.get_config('test')
   config.data_dir = tiny_data_dir
   # Test width 1/16: convs 4, 8, 16, 32, 32 channels; 32 px -> pool5 1x1x32.
@@ -312,7 +312,6 @@ def test_imagenet_weights_start_emonet(tiny_data_dir, tmp_path):
   both.init_from = ml_collections.ConfigDict({'method': 'classify'})
   with pytest.raises(ValueError, match='config.imagenet_weights'):
     config_checks.check_config(both)
-  from configs import caud as caud_config  # pylint: disable=g-import-not-at-top
   hydra = caud_config.get_config('test')
   with hydra.unlocked():
     hydra.imagenet_weights = str(path)

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from au_jax import parallel
-from au_jax import transforms
+from au_jax import tables
+from au_jax.data import transforms
 
 BEST_METRIC = 'val_accuracy'
 FIELDS = ('identity', 'emotion', 'view')
@@ -139,3 +140,20 @@ def markdown(results: Mapping[str, Any]) -> str:
   for name, cell in results['per_view'].items():
     lines.append(f"| {name} | {cell['accuracy']:.1f} | {cell['count']} |")
   return '\n'.join(lines)
+
+
+def validation_scalars(results: Mapping[str, Any]) -> dict[str, float]:
+  """Validation accuracy, which also picks the best checkpoint."""
+  return {'val_accuracy': results['accuracy'],
+          'val_best': results['accuracy']}
+
+
+def test_results(evaluator: Any, p_state: Any, directory: str,
+                 extra: Mapping[str, Any]) -> dict[str, Any]:
+  """The test split's accuracy tables, with `extra`, written to
+  `directory/test_results.{json,md}`."""
+  results = evaluator.split_results(p_state, 'test')
+  results.update(extra)
+  tables.write_results(results, directory, 'test_results',
+                       markdown=markdown(results))
+  return results

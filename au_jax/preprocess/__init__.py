@@ -8,11 +8,3 @@
   frame_reading (finding, decoding and pairing a job's frames with labels),
   build_runners (worker processes) and build_beam (the Beam path) behind it.
 """
-
-from au_jax.preprocess.face import FaceOptions
-from au_jax.preprocess.face import FaceResult
-from au_jax.preprocess.face import process_face
-from au_jax.preprocess.flow import flow_to_image
-from au_jax.preprocess.flow import optical_flow
-from au_jax.preprocess.landmarks import to_ibug68
-from au_jax.preprocess.video import video_frames

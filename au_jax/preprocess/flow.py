@@ -68,7 +68,7 @@ def flow_image(previous: np.ndarray, current: np.ndarray | None,
 
   The flow is computed at the stored resolution on the grey frames, encoded
   by `flow_to_image` and then resized (bilinear, as
-  au_jax.transforms.resize_face resizes the face) to `size` x `size`, so
+  au_jax.data.transforms.resize_face resizes the face) to `size` x `size`, so
   it lines up pixel for pixel with the resized face. Deviation: the paper
   computes flow on whole frames and cuts it with the face box; the datasets
   here store face crops (BP4D/DISFA 'crop' configs), so flow is computed on

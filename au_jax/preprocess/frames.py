@@ -35,33 +35,11 @@ import tensorflow_datasets as tfds
 
 from au_jax.preprocess import face as face_lib
 from au_jax.preprocess import video as video_lib
-# Re-exported: builders and tests use them as `frames.<name>`.
-# pylint: disable=unused-import
-from au_jax.preprocess.build_beam import BEAM_NAMESPACE
-from au_jax.preprocess.build_beam import KEY_BITS
-from au_jax.preprocess.build_beam import beam_key
-from au_jax.preprocess.build_beam import beam_split
-from au_jax.preprocess.build_beam import summary_from_counters
-from au_jax.preprocess.build_runners import BuildStats
-from au_jax.preprocess.build_runners import BuildWorkerError
-from au_jax.preprocess.build_runners import Example
-from au_jax.preprocess.build_runners import FAULT_ENV
-from au_jax.preprocess.build_runners import ProcessFn
-from au_jax.preprocess.build_runners import SCRATCH_PREFIX
-from au_jax.preprocess.build_runners import WorkerRunner
-from au_jax.preprocess.frame_reading import DAMAGED
-from au_jax.preprocess.frame_reading import NAMED
-from au_jax.preprocess.frame_reading import check_damaged
-from au_jax.preprocess.frame_reading import damaged_video_frame
-from au_jax.preprocess.frame_reading import frame_number
-from au_jax.preprocess.frame_reading import labelled_video_frames
-from au_jax.preprocess.frame_reading import max_damaged_fraction
-from au_jax.preprocess.frame_reading import name_problem
-from au_jax.preprocess.frame_reading import paired_labels
-from au_jax.preprocess.frame_reading import read_frame
-from au_jax.preprocess.frame_reading import require_file
-from au_jax.preprocess.frame_reading import sorted_frames
-# pylint: enable=unused-import
+from au_jax.preprocess import build_beam
+from au_jax.preprocess import build_runners
+from au_jax.preprocess import frame_reading
+from au_jax import aus as aus_lib
+from au_jax.data import records
 
 
 @dataclasses.dataclass(eq=False)
@@ -108,7 +86,7 @@ def frame_example(image_bgr: np.ndarray, landmarks: np.ndarray | None,
                   occurrence: np.ndarray, intensity: np.ndarray, *,
                   subject: str, sequence: str, frame_index: int, view: int,
                   identity: int, options: face_lib.FaceOptions,
-                  encoding: str, counts: collections.Counter) -> Example:
+                  encoding: str, counts: collections.Counter) -> build_runners.Example:
   """One `records.frame_features` record from a raw frame.
 
   Args:
@@ -156,7 +134,7 @@ def wants_beam(download_config: tfds.download.DownloadConfig) -> bool:
 
 def split_generators(
     name: str, aus: Sequence[int], jobs: dict[str, list[Any]],
-    process_job: ProcessFn, config: FaceBuilderConfig, use_beam: bool,
+    process_job: build_runners.ProcessFn, config: FaceBuilderConfig, use_beam: bool,
     scratch_root: str, cleanups: list[Callable[[], None]] | None = None,
     listing_counts: collections.Counter | None = None) -> dict[str, Any]:
   """{split: generator or beam PTransform} for `_split_generators`.
@@ -175,25 +153,25 @@ def split_generators(
   """
   options, encoding = config.face_options(), config.encoding
   if use_beam:  # The summary is printed from Beam's counters at the end.
-    return {split: beam_split(name, split, split_jobs, process_job, options,
+    return {split: build_beam.beam_split(name, split, split_jobs, process_job, options,
                               encoding, aus)
             for split, split_jobs in jobs.items()}
-  stats = BuildStats(name, aus, len(jobs))
+  stats = build_runners.BuildStats(name, aus, len(jobs))
   stats.counts.update(listing_counts or {})
   workers = num_workers(len(jobs))
   if workers == 0:
     return {split: _in_process(name, split, split_jobs, process_job, options,
                                encoding, stats)
             for split, split_jobs in jobs.items()}
-  runner = WorkerRunner(name, jobs, process_job, options, encoding, workers,
+  runner = build_runners.WorkerRunner(name, jobs, process_job, options, encoding, workers,
                         scratch_root)
   if cleanups is not None:
     cleanups.append(runner.close)
   return {split: runner.examples(split, stats) for split in jobs}
 
 
-def examples(jobs: Iterable[Any], process_job: ProcessFn,
-             config: FaceBuilderConfig) -> Iterator[tuple[str, Example]]:
+def examples(jobs: Iterable[Any], process_job: build_runners.ProcessFn,
+             config: FaceBuilderConfig) -> Iterator[tuple[str, build_runners.Example]]:
   """All (key, example) of `jobs`, in this process (counts are dropped)."""
   counts = collections.Counter()
   for job in jobs:
@@ -207,7 +185,7 @@ def _in_process(name, split, jobs, process_job, options, encoding, stats):
     for key, example in process_job(job, options, encoding, counts):
       stats.add(example)
       yield key, example
-  check_damaged(name, split, counts)
+  frame_reading.check_damaged(name, split, counts)
   stats.split_done(counts)
 
 
@@ -231,21 +209,19 @@ class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
     """{split name: [job, ...]} found under the manual download.
 
     Problems found while listing (e.g. a sequence without its label file)
-    go to `self.listing_counts` (a Counter; `name_problem`) so the build
+    go to `self.listing_counts` (a Counter; `frame_reading.name_problem`) so the build
     summary names them.
     """
     raise NotImplementedError
 
-  def job_function(self) -> ProcessFn:
+  def job_function(self) -> build_runners.ProcessFn:
     """The module-level function that turns one job into examples."""
     raise NotImplementedError
 
   def _aus(self) -> tuple[int, ...]:
-    from au_jax import aus as aus_lib  # pylint: disable=g-import-not-at-top
     return aus_lib.DATASET_AUS[self.DATASET]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    from au_jax import records  # pylint: disable=g-import-not-at-top
     config = self.builder_config
     return self.dataset_info_from_configs(
         features=records.frame_features(len(self._aus()), config.image_size,
@@ -276,7 +252,7 @@ class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
 
   def _process_pipeline_result(self, pipeline_result) -> None:
     """Prints the build summary of a Beam build from its counters."""
-    print(summary_from_counters(self.DATASET, self._aus(), pipeline_result,
+    print(build_beam.summary_from_counters(self.DATASET, self._aus(), pipeline_result,
                                 getattr(self, 'listing_counts', None)),
           flush=True)
 

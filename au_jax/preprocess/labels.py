@@ -9,6 +9,7 @@ import re
 from typing import Sequence
 
 import numpy as np
+import scipy.io
 
 UNKNOWN = -1
 
@@ -248,7 +249,6 @@ def read_points_text(path: str) -> np.ndarray:
 
 def read_points_mat(path: str, field: str = 'pts') -> np.ndarray:
   """[N, 2] (x, y) from a MATLAB file's `field` (DISFA `frame_lm/*.mat`)."""
-  import scipy.io  # pylint: disable=g-import-not-at-top  (only DISFA)
   try:
     content = scipy.io.loadmat(path)
   except Exception as e:  # scipy raises several types for bad files.

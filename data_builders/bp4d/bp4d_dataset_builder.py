@@ -15,6 +15,7 @@ import numpy as np
 from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
+from au_jax.preprocess import frame_reading
 
 AUS = aus_lib.DATASET_AUS['bp4d']
 FRAME_FOLDERS = ('Sequences', 'Sequences_2D+3D')
@@ -63,7 +64,7 @@ def list_jobs(root: str, counts: collections.Counter | None = None
   if frame_root is None:
     raise FileNotFoundError(f'BP4D frames not found: neither {folders[0]} nor '
                             f'{folders[1]} exists.')
-  label_root = frames_lib.require_file(os.path.join(root, LABEL_FOLDER),
+  label_root = frame_reading.require_file(os.path.join(root, LABEL_FOLDER),
                                        'BP4D AU occurrence folder')
   sequences = collections.defaultdict(list)
   for name in sorted(os.listdir(label_root)):
@@ -74,7 +75,7 @@ def list_jobs(root: str, counts: collections.Counter | None = None
       raise ValueError(f'BP4D label file {name} in {label_root} is not named '
                        '<subject>_<task>.csv.')
     subject, task = stem.split('_')
-    folder = frames_lib.require_file(
+    folder = frame_reading.require_file(
         os.path.join(frame_root, subject, task),
         f'BP4D frame folder for label file {name}')
     sequences[subject].append((os.path.join(label_root, name), folder, task))
@@ -91,7 +92,7 @@ def list_jobs(root: str, counts: collections.Counter | None = None
       if (os.path.isdir(os.path.join(frame_root, subject, task)) and
           (subject, task) not in labelled):
         counts['skipped_sequence_without_label_file'] += 1
-        frames_lib.name_problem(
+        frame_reading.name_problem(
             counts, f'sequence {subject}/{task} not built: no label file '
             f'{os.path.join(label_root, f"{subject}_{task}.csv")}')
   return {subject: [(subject, task, csv, folder, identity)
@@ -106,14 +107,14 @@ def process_job(job: tuple, options, encoding: str,
   frame_numbers, occurrence, notes = labels_lib.read_occurrence_csv(
       csv_path, AUS)
   counts.update(notes)
-  images = frames_lib.sorted_frames(folder, ('.jpg', '.jpeg', '.png'))
+  images = frame_reading.sorted_frames(folder, ('.jpg', '.jpeg', '.png'))
   no_intensity = np.full(len(AUS), -1, np.float32)
   for number, labels in zip(frame_numbers, occurrence):
     path = images.get(int(number))
     if path is None:
       counts['skipped_labelled_frame_without_image'] += 1
       continue
-    image = frames_lib.read_frame(path, f'{subject}/{task} frame {number}',
+    image = frame_reading.read_frame(path, f'{subject}/{task} frame {number}',
                                   counts)
     if image is None:
       continue

@@ -22,8 +22,8 @@ read (the identity stream needs none of them).
 import collections
 import os
 
-from au_jax.preprocess import frames as frames_lib
 from data_builders import identity_faces
+from au_jax.preprocess import frame_reading
 
 IMAGE_FOLDERS = ('img_align_celeba', os.path.join('Img', 'img_align_celeba'))
 IDENTITY_FILES = ('identity_CelebA.txt',
@@ -78,7 +78,7 @@ def list_jobs(root: str, counts: collections.Counter | None = None
                     if n.lower().endswith('.jpg'))
   if unlisted and counts is not None:
     counts['skipped_unlisted_image'] += len(unlisted)
-    frames_lib.name_problem(
+    frame_reading.name_problem(
         counts, f'{len(unlisted)} images of {folder} are not in the identity '
         f'file and were not read (first: {unlisted[0]})')
   return {f'id{identity:05d}': [(str(identity), identity,

@@ -28,6 +28,7 @@ import numpy as np
 
 from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
+from au_jax.preprocess import frame_reading
 
 AUS = aus_lib.DATASET_AUS['ck_plus']
 IMAGE_FOLDER = 'cohn-kanade-images'
@@ -94,11 +95,11 @@ def _peak_file(folder: str, subject: str, sequence: str, kind: str
 def list_jobs(root: str) -> dict[str, list[tuple]]:
   """{subject: [(subject, sequence, frames {n: path}, peak, facs_path,
   emotion_path | None, landmark_folder | None, identity)]}."""
-  image_root = frames_lib.require_file(os.path.join(root, IMAGE_FOLDER),
+  image_root = frame_reading.require_file(os.path.join(root, IMAGE_FOLDER),
                                        'CK+ image folder')
-  facs_root = frames_lib.require_file(os.path.join(root, FACS_FOLDER),
+  facs_root = frame_reading.require_file(os.path.join(root, FACS_FOLDER),
                                       'CK+ FACS label folder')
-  emotion_root = frames_lib.require_file(os.path.join(root, EMOTION_FOLDER),
+  emotion_root = frame_reading.require_file(os.path.join(root, EMOTION_FOLDER),
                                          'CK+ emotion label folder')
   landmark_root = os.path.join(root, LANDMARK_FOLDER)
   has_landmarks = os.path.isdir(landmark_root)
@@ -222,7 +223,7 @@ def process_job(job: tuple, options, encoding: str,
     rows.append((peak, occurrence, intensity, emotion))
   for number, labels, levels, label in rows:
     path = frames[number]
-    image = frames_lib.read_frame(path, f'{subject}/{sequence} frame {number}',
+    image = frame_reading.read_frame(path, f'{subject}/{sequence} frame {number}',
                                   counts)
     if image is None:
       continue

@@ -19,6 +19,7 @@ from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
 from au_jax.preprocess import landmarks as landmarks_lib
+from au_jax.preprocess import frame_reading
 
 AUS = aus_lib.DATASET_AUS['disfa']
 OCCURRENCE_THRESHOLD = 2.0  # Intensity >= 2 (FACS B) counts as present.
@@ -57,7 +58,7 @@ class Builder(frames_lib.FaceFramesBuilder):
 def list_jobs(root: str) -> dict[str, list[tuple]]:
   """{subject: [(subject, video, [12 label files], landmark folder|None,
   identity)]}, checking every file exists."""
-  label_root = frames_lib.require_file(os.path.join(root, LABEL_FOLDER),
+  label_root = frame_reading.require_file(os.path.join(root, LABEL_FOLDER),
                                        'DISFA label folder')
   subjects = sorted(s for s in os.listdir(label_root)
                     if os.path.isdir(os.path.join(label_root, s)))
@@ -65,10 +66,10 @@ def list_jobs(root: str) -> dict[str, list[tuple]]:
     raise FileNotFoundError(f'No subject folders (SN001 ...) in {label_root}.')
   jobs = {}
   for identity, subject in enumerate(subjects):
-    video = frames_lib.require_file(
+    video = frame_reading.require_file(
         os.path.join(root, VIDEO_FOLDER, f'LeftVideo{subject}_comp.avi'),
         f'DISFA left-camera video of {subject}')
-    label_files = [frames_lib.require_file(
+    label_files = [frame_reading.require_file(
         os.path.join(label_root, subject, f'{subject}_au{au}.txt'),
         f'DISFA AU{au} label file of {subject}') for au in AUS]
     landmarks = os.path.join(root, LANDMARK_FOLDER, subject, 'frame_lm')
@@ -97,7 +98,7 @@ def read_labels(label_files: list[str], counts: collections.Counter | None
       raise ValueError(f'{path}: frame indices differ from the other AU '
                        'files of this subject (lines must pair by order).')
     if len(au_frames) < length and counts is not None:
-      frames_lib.name_problem(
+      frame_reading.name_problem(
           counts, f'{path} has {len(au_frames)} lines, the longest AU file '
           f'of this subject {length}: its AU is unknown (-1) past line '
           f'{len(au_frames)}')
@@ -113,11 +114,11 @@ def process_job(job: tuple, options, encoding: str,
   counts['label_values_missing'] += int((intensity < 0).sum())
   occurrence = np.where(intensity < 0, -1,
                         intensity >= OCCURRENCE_THRESHOLD).astype(np.int8)
-  landmark_files = (frames_lib.sorted_frames(landmark_folder, ('.mat',))
+  landmark_files = (frame_reading.sorted_frames(landmark_folder, ('.mat',))
                     if landmark_folder else {})
   label_dir = os.path.dirname(label_files[0])
   for index, image, frame_index, labels, levels in (
-      frames_lib.labelled_video_frames(
+      frame_reading.labelled_video_frames(
           video, label_dir, label_frames, occurrence, intensity, subject,
           counts)):
     points = None

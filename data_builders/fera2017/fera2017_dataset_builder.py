@@ -22,6 +22,7 @@ import numpy as np
 from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
+from au_jax.preprocess import frame_reading
 
 AUS = aus_lib.DATASET_AUS['fera2017']
 INTENSITY_AUS = (1, 4, 6, 10, 12, 14, 17)
@@ -64,7 +65,7 @@ class Builder(frames_lib.FaceFramesBuilder):
 def list_jobs(root: str) -> dict[str, list[tuple]]:
   """{split: [(subject, task, view, video, label csv, {AU: intensity csv},
   identity)] per (task, view) video}, checking the videos exist."""
-  frames_lib.require_file(os.path.join(root, PARTITIONS['TR'][1]),
+  frame_reading.require_file(os.path.join(root, PARTITIONS['TR'][1]),
                           'FERA 2017 training occurrence folder')
   found = collections.defaultdict(list)
   for partition, (video_dir, occ_dir, int_dir, prefix) in PARTITIONS.items():
@@ -81,7 +82,7 @@ def list_jobs(root: str) -> dict[str, list[tuple]]:
                    for au in INTENSITY_AUS}
       intensity = {au: p for au, p in intensity.items() if os.path.exists(p)}
       for view in VIEWS:
-        video = frames_lib.require_file(
+        video = frame_reading.require_file(
             os.path.join(root, video_dir, f'{base}_{view}.mp4'),
             f'FERA 2017 view-{view} video for label file {name}')
         found[prefix + subject].append(
@@ -126,7 +127,7 @@ def process_job(job: tuple, options, encoding: str,
   counts.update(notes)
   intensity = read_intensity(intensity_files, label_frames, counts)
   for index, image, frame_index, labels, levels in (
-      frames_lib.labelled_video_frames(
+      frame_reading.labelled_video_frames(
           video, csv_path, label_frames, occurrence, intensity,
           f'{subject}/{task} view {view}', counts)):
     yield f'{task}_v{view}_{index:06d}', frames_lib.frame_example(

@@ -24,6 +24,7 @@ import numpy as np
 
 from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
+from au_jax.preprocess import frame_reading
 
 AUS = aus_lib.DATASET_AUS['rafd']
 ANGLES = ('000', '045', '090', '135', '180')
@@ -84,7 +85,7 @@ def parse_name(path: str) -> dict[str, object]:
 
 def list_jobs(root: str) -> dict[str, list[tuple]]:
   """{model split: [(path, fields)]} of every RaFD picture under `root`."""
-  root = frames_lib.require_file(root, 'RaFD picture folder')
+  root = frame_reading.require_file(root, 'RaFD picture folder')
   by_model = collections.defaultdict(list)
   seen = {}
   for folder, _, names in os.walk(root):
@@ -111,7 +112,7 @@ def process_job(job: tuple, options, encoding: str,
                 counts: collections.Counter):
   """Yields (key, example) for one picture."""
   path, fields = job
-  image = frames_lib.read_frame(path, fields['stem'], counts)
+  image = frame_reading.read_frame(path, fields['stem'], counts)
   if image is None:
     return
   none = np.zeros(len(AUS), np.int8)

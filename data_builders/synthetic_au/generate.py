@@ -103,7 +103,7 @@ def render_subject(config: SynthConfig, subject_index: int,
       the same as with images): for fast label/geometry statistics.
 
   Returns:
-    dicts with the fields of `au_jax.records.frame_features` plus 'key'.
+    dicts with the fields of `au_jax.data.records.frame_features` plus 'key'.
   """
   person = identity(subject_index, config)
   subject = config_lib.subject_id(subject_index)

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import tensorflow_datasets as tfds
 
 from au_jax import aus
-from au_jax import records
+from au_jax.data import records
 from data_builders.synthetic_au import config as config_lib
 from data_builders.synthetic_au import generate
 

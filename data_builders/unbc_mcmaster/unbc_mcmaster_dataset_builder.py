@@ -19,6 +19,7 @@ from au_jax import aus as aus_lib
 from au_jax.preprocess import frames as frames_lib
 from au_jax.preprocess import labels as labels_lib
 from au_jax.preprocess import landmarks as landmarks_lib
+from au_jax.preprocess import frame_reading
 
 AUS = aus_lib.DATASET_AUS['unbc_mcmaster']
 IMAGE_FOLDER = 'Images'
@@ -59,9 +60,9 @@ class Builder(frames_lib.FaceFramesBuilder):
 
 def list_jobs(root: str) -> dict[str, list[tuple]]:
   """{split: [(subject, sequence, root, identity)] per sequence}."""
-  image_root = frames_lib.require_file(os.path.join(root, IMAGE_FOLDER),
+  image_root = frame_reading.require_file(os.path.join(root, IMAGE_FOLDER),
                                        'UNBC image folder')
-  frames_lib.require_file(os.path.join(root, FACS_FOLDER),
+  frame_reading.require_file(os.path.join(root, FACS_FOLDER),
                           'UNBC FACS label folder')
   subjects = sorted(s for s in os.listdir(image_root)
                     if os.path.isdir(os.path.join(image_root, s)))
@@ -80,11 +81,11 @@ def process_job(job: tuple, options, encoding: str,
                 counts: collections.Counter):
   """Yields (key, example) for one sequence."""
   subject, sequence, root, identity = job
-  images = frames_lib.sorted_frames(
+  images = frame_reading.sorted_frames(
       os.path.join(root, IMAGE_FOLDER, subject, sequence), ('.png', '.jpg'))
   for number, path in images.items():
     stem = os.path.splitext(os.path.basename(path))[0]
-    facs = frames_lib.require_file(
+    facs = frame_reading.require_file(
         os.path.join(root, FACS_FOLDER, subject, sequence, f'{stem}_facs.txt'),
         f'UNBC FACS file of {path}')
     occurrence, intensity, ignored = labels_lib.read_unbc_facs(facs, AUS)
@@ -98,7 +99,7 @@ def process_job(job: tuple, options, encoding: str,
           labels_lib.read_points_text(landmark_path))
     else:
       counts['landmark_file_missing'] += 1
-    image = frames_lib.read_frame(
+    image = frame_reading.read_frame(
         path, f'{subject}/{sequence} frame {number}', counts)
     if image is None:
       continue

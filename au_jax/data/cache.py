@@ -14,7 +14,7 @@ Batches are then gathered from that array:
 Which records a step sees is a pure function of (seed, step): the records
 are visited in a seeded permutation per epoch (`batch_indices`), so a run
 resumed at step k draws exactly the batches it would have drawn. Crop,
-mirror and normalisation stay on the device (au_jax/device_transforms.py).
+mirror and normalisation stay on the device (au_jax/data/device_transforms.py).
 
 Before decoding, `check_fits` compares the bytes needed with the free
 memory (host: /proc/meminfo MemAvailable; device: `memory_stats()` where
@@ -36,9 +36,9 @@ from jax import lax
 import ml_collections
 import numpy as np
 
-from au_jax import input_pipeline
+from au_jax.data import input_pipeline
 from au_jax import parallel
-from au_jax import transforms
+from au_jax.data import transforms
 
 MODES = ('device', 'host')
 # Share of the free memory a cache may take: the model, optimiser state,

@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
+from au_jax import visualize
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg',
                     '.mpeg', '.wmv', '.flv')
@@ -260,7 +261,6 @@ def plot_tracks(csv_path: str, png_path: str, aus: Sequence[int],
   drawn. Returns the path, or None when
   no face was found (nothing to draw).
   """
-  from au_jax import visualize  # pylint: disable=g-import-not-at-top
   plt = visualize.plt
   series = _track_series(csv_path, aus)
   if not series:

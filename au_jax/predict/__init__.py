@@ -8,23 +8,23 @@ or from Python: `au_jax.predict.predict(['clip.mp4'], checkpoint)` returns
 the same table as a pandas DataFrame. Each input (a video, an image, or a
 folder of images taken as the frames of one sequence) gives `<stem>.csv`.
 
-This module is the entry point (`predict`, `predict_file`, `predict_many`,
-`Options`, the CLI); the parts live in:
-- `au_jax.predict_run`: a run directory -> `Run` (`load_run`: config,
+This module is the Python API (`predict`, `predict_file`, `predict_many`,
+`Options`); `python -m au_jax.predict` is `__main__.py`; the parts live in:
+- `au_jax.predict.run`: a run directory -> `predict_run.Run` (`predict_run.load_run`: config,
   weights, per-AU thresholds and median windows, the dataset's face crop;
-  per-AU runs joined into one model) and `prepare_model_input`.
-- `au_jax.predict_table`: the table's columns (OpenFace 2 conventions), the
+  per-AU runs joined into one model) and `predict_run.prepare_model_input`.
+- `au_jax.predict.table`: the table's predict_table.columns (OpenFace 2 conventions), the
   spill file of raw rows (pass 1), per-track calibration (`--calibrate`)
   and median smoothing, thresholds and the CSV (pass 2).
-- `au_jax.predict_io`: inputs and decoding, the CSV writer, plot and
-  annotated copies; `au_jax.tracking`: face detection and tracking.
-Their public names (`load_run`, `columns`, `BOX_COLUMNS`, ...) are also
+- `au_jax.predict.io`: inputs and decoding, the CSV writer, plot and
+  annotated copies; `au_jax.predict.tracking`: face detection and tracking.
+Their public names (`predict_run.load_run`, `predict_table.columns`, `predict_table.BOX_COLUMNS`, ...) are also
 importable from here.
 
 How a frame becomes rows (pass 1, streaming): a background thread decodes
 frames; `tracking.FaceTracker` finds faces (full Haar scan every few frames,
 local re-detection in between) and keeps ids by box overlap; each face is
-warped as the dataset builder stored faces, then `prepare_model_input`
+warped as the dataset builder stored faces, then `predict_run.prepare_model_input`
 applies the evaluation transforms; faces from consecutive frames fill
 fixed-size batches (one compile) and the next batch is prepared while the
 model runs the last. Runs trained with optical flow (AUNets' flow and
@@ -40,36 +40,21 @@ benchmarks/predict_throughput.py).
 
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from typing import Any, Sequence
 
-from absl import app
-from absl import flags
 from absl import logging
 import cv2
 import numpy as np
 
-from au_jax import predict_io
-from au_jax import predict_run
-from au_jax import predict_table
-from au_jax import tracking
+from au_jax.predict import io as predict_io
+from au_jax.predict import run as predict_run
+from au_jax.predict import table as predict_table
+from au_jax.predict import tracking
 from au_jax.preprocess import face as face_lib
-
-# Re-exported: callers and tests use them as au_jax.predict.<name>.
-Run = predict_run.Run
-load_config = predict_run.load_config
-face_options_for = predict_run.face_options_for
-load_run = predict_run.load_run
-prepare_model_input = predict_run.prepare_model_input
-BOX_COLUMNS = predict_table.BOX_COLUMNS
-META_COLUMNS = predict_table.META_COLUMNS
-au_columns = predict_table.au_columns
-columns = predict_table.columns
-_raw_dtype = predict_table.raw_dtype
-_post_process = predict_table.post_process
-
+from au_jax.preprocess import flow as flow_lib
+import pandas as pd
 
 @dataclasses.dataclass
 class Options:
@@ -80,7 +65,7 @@ class Options:
       square is the face: for inputs that are face crops already, e.g.
       synthetic_au frames).
     smooth: median window (odd); None = the run's tuned window, 1 = off.
-    calibrate: per-track baseline shift (au_jax/predict_table.py doc).
+    calibrate: per-track baseline shift (au_jax/predict/table.py doc).
     calibration_percentile, calibration_floor: its parameters.
     batch_size: faces per model call (padded; one compile).
     tracker: detection/tracking options.
@@ -155,7 +140,6 @@ class _FlowFrames:
     self.pass1.finish()
 
   def _release(self, following: dict[int, np.ndarray]) -> None:
-    from au_jax.preprocess import flow as flow_lib  # pylint: disable=g-import-not-at-top
     frame, faces, crops = self.held
     start = time.perf_counter()
     flows = []
@@ -198,7 +182,7 @@ class Result:
   extra: list[str]
 
 
-def predict_file(path: str, run: Run, output_dir: str,
+def predict_file(path: str, run: predict_run.Run, output_dir: str,
                  options: Options = Options()) -> Result:
   """Predicts one input (video, image or folder) into `<stem>.csv`.
 
@@ -279,7 +263,7 @@ def predict_file(path: str, run: Run, output_dir: str,
                 tracks=tracks, seconds=timings, extra=extra)
 
 
-def predict_many(inputs: Sequence[str], run: Run, output_dir: str,
+def predict_many(inputs: Sequence[str], run: predict_run.Run, output_dir: str,
                  options: Options = Options()
                  ) -> tuple[list[Result], dict[str, str]]:
   """Every input in turn; a failing input is reported, the others run.
@@ -309,7 +293,7 @@ def predict(inputs: str | Sequence[str], checkpoint: str,
       tracker, plot, annotate).
 
   Returns:
-    pandas.DataFrame with `columns(aus)` (the CSV of each input, in input
+    pandas.DataFrame with `predict_table.columns(aus)` (the CSV of each input, in input
     order; `frame` restarts at 1 per input, `file` tells them apart). Inputs
     that failed are in `.attrs['errors']` ({path: message}), the per-input
     `Result`s in `.attrs['results']`.
@@ -317,77 +301,15 @@ def predict(inputs: str | Sequence[str], checkpoint: str,
   Raises:
     ValueError: the checkpoint directory is not a finished run.
   """
-  try:
-    import pandas as pd  # pylint: disable=g-import-not-at-top
-  except ImportError as error:
-    raise ImportError('au_jax.predict.predict returns a pandas DataFrame: '
-                      '`pip install pandas`, or use predict_many() which '
-                      'writes CSVs.') from error
   if isinstance(inputs, str):
     inputs = [inputs]
-  run = load_run(checkpoint)
+  run = predict_run.load_run(checkpoint)
   config = Options(**options)
   with tempfile.TemporaryDirectory() as scratch:
     results, errors = predict_many(inputs, run, output_dir or scratch, config)
     tables = [pd.read_csv(r.csv, keep_default_na=True) for r in results]
   table = (pd.concat(tables, ignore_index=True) if tables else
-           pd.DataFrame(columns=columns(run.aus, run.intensity)))
+           pd.DataFrame(columns=predict_table.columns(run.aus, run.intensity)))
   table.attrs['errors'] = errors
   table.attrs['results'] = results
   return table
-
-
-def _define_flags() -> None:
-  """The CLI flags; defined only when run as a program, so importing
-  au_jax.predict adds no flags to another program's absl FLAGS."""
-  flags.DEFINE_string('checkpoint', None, 'Run directory.')
-  flags.DEFINE_multi_string('input', [], 'Video, image or folder of images; '
-                            'repeat for several.')
-  flags.DEFINE_string('output_dir', None, 'Where <stem>.csv go.')
-  flags.DEFINE_integer('smooth', None, 'Median window (odd); default the '
-                       "run's tuned window, 1 = off.")
-  flags.DEFINE_boolean('calibrate', False, 'Per-person baseline shift (see '
-                       'au_jax/predict.py).')
-  flags.DEFINE_boolean('plot', False, 'Write <stem>_aus.png.')
-  flags.DEFINE_boolean('annotate', False, 'Write annotated copies.')
-  flags.DEFINE_enum('faces', 'detect', ['detect', 'full_frame'],
-                    'Find faces, or take each frame as a face crop.')
-  flags.DEFINE_integer('batch_size', 32, 'Faces per model call.')
-  flags.DEFINE_integer('full_scan_every', 5, 'Frames between whole-frame '
-                       'face scans.')
-
-
-def main(argv: Sequence[str]) -> int:
-  """The CLI: exit 0, 1 when some input failed, 2 when nothing could run."""
-  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  if len(argv) > 1:
-    print(f'predict: unexpected arguments {argv[1:]}', file=sys.stderr)
-    return 2
-  if not FLAGS.checkpoint or not FLAGS.input or not FLAGS.output_dir:
-    print('predict: --checkpoint, --input and --output_dir are required.',
-          file=sys.stderr)
-    return 2
-  try:
-    options = Options(
-        faces=FLAGS.faces, smooth=FLAGS.smooth, calibrate=FLAGS.calibrate,
-        batch_size=FLAGS.batch_size, plot=FLAGS.plot, annotate=FLAGS.annotate,
-        tracker=tracking.TrackerOptions(full_scan_every=FLAGS.full_scan_every))
-    run = load_run(FLAGS.checkpoint)
-  except ValueError as error:
-    print(f'predict: {error}', file=sys.stderr)
-    return 2
-  results, errors = predict_many(FLAGS.input, run, FLAGS.output_dir,
-                                 options)
-  for result in results:
-    fps = result.frames / max(result.seconds['total'], 1e-9)
-    print(f'{result.csv}: {result.frames} frames, {result.faces} face rows, '
-          f'{result.tracks} track(s), {result.unreadable} unreadable, '
-          f'{fps:.1f} frames/s' + ''.join(f'; {p}' for p in result.extra))
-  for path, message in errors.items():
-    print(f'predict: {path}: {message}', file=sys.stderr)
-  return 1 if errors else 0
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(lambda argv: sys.exit(main(argv)))

@@ -29,17 +29,14 @@ as they are.
 import dataclasses
 import os
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from au_jax import postprocess
-from au_jax import predict_io
-from au_jax import predict_run
-from au_jax import tracking
-
-if TYPE_CHECKING:
-  from au_jax.predict import Options  # pylint: disable=g-bad-import-order
+from au_jax.predict import io as predict_io
+from au_jax.predict import run as predict_run
+from au_jax.predict import tracking
 
 BOX_COLUMNS = ('face_x', 'face_y', 'face_width', 'face_height')
 META_COLUMNS = ('frame', 'face_id', 'timestamp', 'confidence', 'success')
@@ -78,7 +75,7 @@ class _PendingFrame:
 class Pass1:
   """Frames -> raw rows in a spill file, batching faces across frames."""
 
-  def __init__(self, run: predict_run.Run, options: 'Options', spill,
+  def __init__(self, run: predict_run.Run, options: Any, spill,
                timings):
     self.run, self.options, self.spill, self.timings = run, options, spill, \
         timings
@@ -175,7 +172,7 @@ def _logit(p: float) -> float:
   return float(np.log(p / (1 - p)))
 
 
-def post_process(raw: np.ndarray, run: predict_run.Run, options: 'Options',
+def post_process(raw: np.ndarray, run: predict_run.Run, options: Any,
                  windows: np.ndarray, directory: str) -> np.ndarray:
   """[N, C] probabilities after calibration and smoothing, on disk.
 

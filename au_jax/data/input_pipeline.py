@@ -24,10 +24,11 @@ import tensorflow_datasets as tfds
 
 from au_jax import aus as aus_lib
 from au_jax import distributed
-from au_jax import folds
+from au_jax.data import folds
 from au_jax import parallel
 from au_jax import prepare
-from au_jax import transforms
+from au_jax.data import transforms
+from au_jax.preprocess import flow as flow_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +290,6 @@ class _FlowSource:
 
   def __init__(self, source, ids: dict[str, np.ndarray], size: int | None,
                method: str = 'dis'):
-    from au_jax.preprocess import flow as flow_lib  # pylint: disable=g-import-not-at-top
     self._source, self._size, self._method = source, size, method
     self._first, self._second, self.counts = flow_lib.neighbour_pairs(
         ids['subject'], ids['sequence'], ids['view'], ids['frame_index'])
@@ -306,7 +306,6 @@ class _FlowSource:
     return f'_FlowSource({self._source!r}, {self._method}, {self._size})'
 
   def __getitem__(self, index: int):
-    from au_jax.preprocess import flow as flow_lib  # pylint: disable=g-import-not-at-top
     record = self._source[index]
     first, second = int(self._first[index]), int(self._second[index])
     images = [record['image'] if i == index else self._source[i]['image']

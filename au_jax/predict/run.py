@@ -33,7 +33,7 @@ import numpy as np
 from au_jax import checkpointing
 from au_jax import models
 from au_jax import prepare
-from au_jax import transforms
+from au_jax.data import transforms
 from au_jax.preprocess import face as face_lib
 
 

@@ -19,7 +19,7 @@ import cv2
 import grain
 import numpy as np
 
-from au_jax import records
+from au_jax.data import records
 
 Element = dict[str, Any]
 
@@ -378,7 +378,7 @@ class Resize(grain.transforms.Map):
   """The host's only image work when augmentation runs on the device: the
   stored face resized to `size` x `size`, kept uint8 (4x fewer bytes to
   copy than float32); crop, mirror and normalisation happen in the jitted
-  step (au_jax/device_transforms.py)."""
+  step (au_jax/data/device_transforms.py)."""
 
   def __init__(self, size: int):
     if size <= 0:

@@ -1,0 +1,1 @@
+"""The data path: pipelines, transforms, the in-memory cache, records, folds."""
