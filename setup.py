@@ -7,12 +7,25 @@ setuptools.setup(
     version='0.1.0',
     description='Facial Action Unit detectors (DRML, LP-Net, IdenNet, CAUD, '
                 'AUNets) in JAX/Flax linen.',
+    # configs/ ships too, so `au_jax.get_config('drml:test')` works from an
+    # installed package as from the checkout.
     packages=setuptools.find_packages(include=['au_jax', 'au_jax.*',
+                                               'configs',
                                                'data_builders',
                                                'data_builders.*']),
     package_data={'data_builders': ['*/README.md', '*/CITATIONS.bib',
                                     '*/checksums.tsv']},
-    python_requires='>=3.10',
+    # jax, flax, grain and orbax-checkpoint need Python 3.11 or newer.
+    python_requires='>=3.11',
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.11',
+        'Programming Language :: Python :: 3.12',
+        'Operating System :: POSIX :: Linux',
+        'Intended Audience :: Science/Research',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+        'Topic :: Scientific/Engineering :: Image Recognition',
+    ],
     install_requires=[
         # 0.10.2 (last for Python 3.11) and 0.11.x (Python 3.12; the GPU
         # image's 0.11.2 ran the models unchanged). 0.12 is not yet tested.
@@ -41,6 +54,10 @@ setuptools.setup(
         'gpu': ['jax[cuda12]>=0.7,<0.12'],
         'cuda13': ['jax[cuda13]>=0.10,<0.12'],
         'tf': ['tensorflow>=2.17', 'tensorboard>=2.17'],
+        # Viewing the event files (`tensorboard --logdir=workdir`) needs the
+        # tensorboard package only, not TensorFlow; au_jax writes them with
+        # tensorboardX.
+        'tensorboard': ['tensorboard>=2.17'],
         'dev': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4',
                 'scikit-learn>=1.4,<2'],
         # Dataset builds on Apache Beam (tests/test_beam_builds.py; README

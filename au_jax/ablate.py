@@ -1,4 +1,6 @@
-r"""Ablation runner: rows of config overrides x seeds -> one Markdown table.
+r"""Ablation runner: rows of config overrides x seeds -> one Markdown table
+(and figure); `python -m au_jax.ablate plot OUT.png A.json [B.json ...]`
+draws finished tables (several workdirs merged) without training.
 
   python -m au_jax.ablate --config=configs/lpnet.py:ablation \
       --rows=stem,stem_sl,lnet,pnet --seeds=0,1 --workdir=/tmp/ablate \
@@ -26,7 +28,7 @@ runs for all rows. A row equal to an earlier one copies its results.
 Written (atomically, after every finished (row, seed), so a partial table
 can be read while the ablation runs): `<workdir>/ablation.md`,
 `<workdir>/ablation.json` and a figure, `<workdir>/ablation.png`
-(`python -m au_jax.ablate OUT.png A.json B.json` draws several
+(`python -m au_jax.ablate plot OUT.png A.json B.json` draws several
 workdirs' tables as one). The note under the table says which differences
 between consecutive rows exceed the spread between seeds (the seeds' mean
 F1 ranges do not overlap); only those count.
@@ -332,27 +334,6 @@ def main(argv: Sequence[str]) -> None:
         f'{json_path}')
 
 
-if __name__ == '__main__':
-  flags.DEFINE_string('workdir', 'ablation', 'Rows train in '
-                      '<workdir>/<row>/seed_<s>; the table goes to '
-                      '<workdir>/ablation.{md,json}.')
-  flags.DEFINE_string('rows', '', 'Comma-separated ABLATION row names, in '
-                      'table order (default: all, in the config\'s order).')
-  flags.DEFINE_string('seeds', '0', 'Comma-separated seeds.')
-  flags.DEFINE_bool('train', True, 'False: only build the table from '
-                    'finished runs; a missing one is an error.')
-  flags.DEFINE_string('metric', 'f1', "Per-AU results key of the table: 'f1' "
-                      "(the run's thresholds) or 'f1_at_05'.")
-  config_flags.DEFINE_config_file(
-      'config', None, 'Config file with an ABLATION dict, '
-      'e.g. configs/lpnet.py:ablation.', lock_config=False)
-  flags.mark_flags_as_required(['config'])
-  try:
-    app.run(main)
-  except (ValueError, KeyError, FileNotFoundError) as error:
-    sys.exit(f'au_jax.ablate: {error}')
-
-
 def _au_f1(results: Mapping[str, Any], au: int, metric: str) -> float:
   entry = results['per_au'].get(str(au), results['per_au'].get(au))
   if entry is None:
@@ -481,7 +462,7 @@ def merge(tables: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   for table in tables[1:]:
     if (table['aus'], table['metric']) != (first['aus'], first['metric']):
       raise ValueError(
-          f'ablate_table: cannot merge a table of AUs {table["aus"]} / '
+          f'ablate plot: cannot merge a table of AUs {table["aus"]} / '
           f'{table["metric"]!r} into one of {first["aus"]} / '
           f'{first["metric"]!r}.')
   rows = {}
@@ -521,10 +502,10 @@ def plot(table: Mapping[str, Any], path: str, title: str = '') -> str:
   return visualize._save(figure, path)  # pylint: disable=protected-access
 
 
-def main(argv: Sequence[str]) -> None:
-  """python -m au_jax.ablate OUT.png TABLE.json [TABLE.json ...]
+def plot_main(argv: Sequence[str]) -> None:
+  """python -m au_jax.ablate plot OUT.png TABLE.json [TABLE.json ...]
   [--title=TEXT]: the merged tables' rows as a figure."""
-  parser = argparse.ArgumentParser(prog='python -m au_jax.ablate')
+  parser = argparse.ArgumentParser(prog='python -m au_jax.ablate plot')
   parser.add_argument('out')
   parser.add_argument('tables', nargs='+', help='ablation*.json files')
   parser.add_argument('--title', default='')
@@ -540,4 +521,24 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  if sys.argv[1:2] == ['plot']:  # Tables -> one figure, no training.
+    plot_main(sys.argv[2:])
+  else:
+    flags.DEFINE_string('workdir', 'ablation', 'Rows train in '
+                        '<workdir>/<row>/seed_<s>; the table goes to '
+                        '<workdir>/ablation.{md,json}.')
+    flags.DEFINE_string('rows', '', 'Comma-separated ABLATION row names, in '
+                        'table order (default: all, in the config\'s order).')
+    flags.DEFINE_string('seeds', '0', 'Comma-separated seeds.')
+    flags.DEFINE_bool('train', True, 'False: only build the table from '
+                      'finished runs; a missing one is an error.')
+    flags.DEFINE_string('metric', 'f1', "Per-AU results key of the table: 'f1' "
+                        "(the run's thresholds) or 'f1_at_05'.")
+    config_flags.DEFINE_config_file(
+        'config', None, 'Config file with an ABLATION dict, '
+        'e.g. configs/lpnet.py:ablation.', lock_config=False)
+    flags.mark_flags_as_required(['config'])
+    try:
+      app.run(main)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+      sys.exit(f'au_jax.ablate: {error}')

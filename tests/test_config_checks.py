@@ -64,6 +64,15 @@ def _distinct_variants() -> list[tuple[str, str]]:
 
 
 VARIANTS = _distinct_variants()
+# Variants that wait on a fold protocol for their pretraining data set:
+# strict, so each fails the suite once it passes and must leave this list.
+_NO_FOLDS_YET = {
+    ('lpnet', 'paper'): 'no fold protocol for vggface2 (au_jax/data/folds.py)',
+}
+CHECKED_VARIANTS = [
+    pytest.param(*pair, marks=pytest.mark.xfail(
+        strict=True, reason=_NO_FOLDS_YET[pair]))
+    if pair in _NO_FOLDS_YET else pair for pair in VARIANTS]
 
 
 def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
@@ -92,7 +101,7 @@ def test_variants_found():
                                                      'paper', 'test']
 
 
-@pytest.mark.parametrize('name,variant', VARIANTS)
+@pytest.mark.parametrize('name,variant', CHECKED_VARIANTS)
 def test_shipped_variant_passes(name, variant):
   config = _get(name, variant)
   config_checks.check_config(config, 1)
@@ -101,7 +110,7 @@ def test_shipped_variant_passes(name, variant):
         config_checks.unchecked_fields(config))
 
 
-@pytest.mark.parametrize('name,variant', VARIANTS)
+@pytest.mark.parametrize('name,variant', CHECKED_VARIANTS)
 def test_every_field_with_a_rule_refuses_its_bad_value(name, variant):
   config = _get(name, variant)
   walked = 0
