@@ -1,4 +1,4 @@
-r"""Multi-process (multi-host) training with `jax.distributed` (issue 13).
+r"""Multi-process (multi-host) training with `jax.distributed`.
 
 One process per node (or per GPU) joins the job before any other JAX call:
 

@@ -1,4 +1,4 @@
-"""One run directory, one writer (issue 15, item 5).
+"""One run directory, one writer.
 
 Two processes training into one run directory (a job submitted twice, two
 shells) would write the same checkpoints and results at once. `RunLock`

@@ -127,8 +127,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   every field's range (config_checks.py), then the run plan and method."""
   # The global batch is split over every process's devices.
   config_checks.check_config(config, jax.device_count())
-  if jax.process_count() > 1 and (config.get('cache') or hasattr(
-      methods.get(config), 'train_batches')):
+  if jax.process_count() > 1 and (config.get('cache') or getattr(
+      methods.get(config), 'train_batches', None)):
     raise ValueError(
         f'{jax.process_count()}-process training reads batches through '
         'input_pipeline.train_loader only; config.cache and methods with '
@@ -196,38 +196,76 @@ def train_run(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _train_run_locked(config, workdir, key, builder, data, directory):
+  """The run's steps: its start state, its batches, the loop, the test."""
+  meta = checkpointing.fingerprint(config,
+                                   checkpointing.data_version(builder))
   if config.get('keep_weights_only') and checkpointing.finished_run(
-      directory, checkpointing.fingerprint(
-          config, checkpointing.data_version(builder)),
-      config.num_train_steps):
+      directory, meta, config.num_train_steps):
     logging.info('%s finished earlier (weights only): not trained again; '
                  'its test results are read from %s', key, directory)
     return checkpointing.read_test_results(directory)
   method = methods.get(config)
-  model = models.create(config, axis_name=parallel.AXIS_NAME)
   fold_seed = key.fold if isinstance(key.fold, int) else 0
   rng = jax.random.fold_in(jax.random.key(config.seed), fold_seed)
   init_rng, step_rng = jax.random.split(rng)
+  state, trainable = _initial_state(config, key, init_rng)
+  checkpointing.write_config(config, directory)
+  manager = checkpointing.create_manager(directory)
+  iterator = _train_batches(config, method, data, config.seed + fold_seed)
+  state, start_step = _start_state(config, workdir, key, directory, state,
+                                   manager, meta, iterator)
+  evaluator = fold_evaluation.Evaluator(config, data, method)
+  has_validation = bool(data.subjects.validation) or bool(data.holdout)
+  with (metric_writers.MetricWriter(directory) if distributed.is_primary()
+        else _NoWriter()) as writer:
+    p_state = _train_loop(config, key, method, trainable, state, start_step,
+                          step_rng, iterator, manager, meta, evaluator,
+                          writer, has_validation)
+    results, p_state = _final_evaluation(
+        config, key, data, directory, manager, meta, evaluator, p_state,
+        has_validation)
+    writer.write_scalars(config.num_train_steps,
+                         {'test_' + k: v
+                          for k, v in results.get('mean', {}).items()
+                          if isinstance(v, float)})
+  manager.close()
+  if config.get('keep_weights_only'):
+    _keep_weights_only(config, key, directory, p_state, results, meta)
+  return results
+
+
+def _initial_state(config, key, init_rng) -> tuple[TrainState, Any]:
+  """A fresh TrainState and the mask of its trainable parameters."""
+  model = models.create(config, axis_name=parallel.AXIS_NAME)
   state = create_train_state(config, model, init_rng)
   trainable = optim.trainable_mask(config, state.params)
   logging.info('%s %s: %s parameters, %s trainable', config.method, key,
                f'{optim.count_parameters(state.params):,}',
                f'{optim.count_parameters(state.params, trainable):,}')
+  return state, trainable
 
-  meta = checkpointing.fingerprint(
-      config, checkpointing.data_version(builder))
-  checkpointing.write_config(config, directory)
-  manager = checkpointing.create_manager(directory)
-  loader = (method.train_batches(config, data, config.seed + fold_seed)
-            if hasattr(method, 'train_batches') else
-            input_pipeline.train_loader(config, data,
-                                        seed=config.seed + fold_seed))
+
+def _train_batches(config, method, data, seed) -> parallel.Prefetcher:
+  """The run's training batches, sharded onto the devices: the method's own
+  stream (`train_batches`), the decoded split held in memory
+  (`config.cache`), or the grain loader."""
+  method_batches = getattr(method, 'train_batches', None)
   if config.get('cache'):
     # The decoded training split held in memory: no per-step host work.
-    loader = cache.train_iterator(config, data, config.seed + fold_seed)
-  iterator = parallel.Prefetcher(iter(loader),
-                                 config.get('prefetch_batches', 2))
-  start_step = 0
+    loader = cache.train_iterator(config, data, seed)
+  elif method_batches is not None:
+    loader = method_batches(config, data, seed)
+  else:
+    loader = input_pipeline.train_loader(config, data, seed=seed)
+  return parallel.Prefetcher(iter(loader), config.get('prefetch_batches', 2))
+
+
+def _start_state(config, workdir, key, directory, state, manager, meta,
+                 iterator) -> tuple[TrainState, int]:
+  """Where the run starts: its own latest checkpoint (data position
+  included), else the run `config.init_from` names, else foreign weights
+  (`config.imagenet_weights`), else the fresh state. Returns (state,
+  start step)."""
   restored = checkpointing.restore(manager, state, meta)
   if restored is not None:
     state, data_state, start_step = restored
@@ -236,34 +274,40 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
     if position is not None:
       iterator.set_state(position.encode())
     logging.info('Resumed %s from step %d in %s', key, start_step, directory)
-  elif config.get('init_from'):
+    return state, start_step
+  if config.get('init_from'):
     variables, report = init_from.load_init_from(
         config, workdir, {'params': state.params,
                           'batch_stats': state.batch_stats})
-    state = state.replace(params=variables['params'],
-                          batch_stats=variables['batch_stats'] or {})
     logging.info('%s starts from %s (step %d): %d tensors loaded; not in the '
                  'source: %s; source tensors unused: %d', key,
                  report['source'], report['step'], len(report['loaded']),
                  report['not_in_source'], len(report['unused_source']))
     fold_evaluation.write_json(os.path.join(directory, 'init_from.json'),
                                report)
-  elif config.get('imagenet_weights'):
-    # EmoNet from ImageNet VGG weights (.npz/.safetensors; au_jax/weights.py).
+    return state.replace(params=variables['params'],
+                         batch_stats=variables['batch_stats'] or {}), 0
+  if config.get('imagenet_weights'):
+    # ImageNet weights from a .npz/.safetensors file (au_jax/weights.py).
     params, report = weights.initial_params(config, state.params)
-    state = state.replace(params=jax.tree.map(jnp.asarray, params))
     logging.info('%s starts from %s (%s layout)', key, report['source'],
                  report['layout'])
     fold_evaluation.write_json(
         os.path.join(directory, 'imagenet_weights.json'), report)
+    return state.replace(params=jax.tree.map(jnp.asarray, params)), 0
+  return state, 0
 
+
+def _train_loop(config, key, method, trainable, state, start_step, step_rng,
+                iterator, manager, meta, evaluator, writer, has_validation):
+  """Steps start_step + 1 .. num_train_steps: logs every log_every_steps,
+  validates (and saves, tracking the best) every eval_every_steps, saves
+  every checkpoint_every_steps. Returns the replicated final state."""
   p_state = parallel.replicate(state)
   p_train_step = parallel.pmap_step(functools.partial(
       train_step, config=config, loss_fn=method.loss_fn,
       trainable=trainable))
-  evaluator = fold_evaluation.Evaluator(config, data, method)
   p_rng = parallel.replicate(step_rng)
-  has_validation = bool(data.subjects.validation) or bool(data.holdout)
 
   def save(step, metrics=None):
     # Every process's data position (each reads its own shard).
@@ -272,75 +316,77 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
         manager, step, parallel.unreplicate(p_state),
         checkpointing.data_state(positions), meta, metrics)
 
-  # One writer per job: process 0 (au_jax/distributed.py).
-  with (metric_writers.MetricWriter(directory) if distributed.is_primary()
-        else _NoWriter()) as writer:
-    progress = tqdm.tqdm(
-        total=config.num_train_steps, initial=start_step,
-        desc=f'{config.method} {key}', unit='step',
-        disable=not (config.get('progress_bar', True)
-                     and distributed.is_primary()), dynamic_ncols=True)
-    last_time, last_step, pending = time.time(), start_step, []
-    for step in range(start_step + 1, config.num_train_steps + 1):
-      batch = next(iterator)  # Sharded and already on the devices.
-      p_state, metrics = p_train_step(p_state, batch, p_rng)
-      pending.append((step, metrics))
-      is_last = step == config.num_train_steps
-      if step % config.log_every_steps == 0 or is_last:
-        # Fetching metrics also keeps pmap's queue short (see stack-notes).
-        _first_non_finite(pending)
-        pending = []
-        scalars = _fetch(metrics)
-        now = time.time()
-        scalars['images_per_second'] = (
-            (step - last_step) * config.batch_size / max(now - last_time,
-                                                          1e-9))
-        last_time, last_step = now, step
-        writer.write_scalars(step, scalars)
-        progress.set_postfix(loss=f"{scalars['train_loss']:.4f}",
-                             img_s=f"{scalars['images_per_second']:.1f}")
-      progress.update(1)
-      if has_validation and (step % config.eval_every_steps == 0 or is_last):
-        _first_non_finite(pending)
-        pending = []
-        p_state = parallel.sync_batch_stats(p_state)
-        val = evaluator.validation_scalars(p_state)
-        writer.write_scalars(step, val)
-        logging.info('%s step %d: %s', key, step, val)
-        save(step, {checkpointing.BEST_METRIC: val['val_best']})
-      elif step % config.checkpoint_every_steps == 0 or is_last:
-        _first_non_finite(pending)
-        pending = []
-        p_state = parallel.sync_batch_stats(p_state)
-        save(step)
-    progress.close()
+  progress = tqdm.tqdm(
+      total=config.num_train_steps, initial=start_step,
+      desc=f'{config.method} {key}', unit='step',
+      disable=not (config.get('progress_bar', True)
+                   and distributed.is_primary()), dynamic_ncols=True)
+  last_time, last_step, pending = time.time(), start_step, []
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    batch = next(iterator)  # Sharded and already on the devices.
+    p_state, metrics = p_train_step(p_state, batch, p_rng)
+    pending.append((step, metrics))
+    is_last = step == config.num_train_steps
+    if step % config.log_every_steps == 0 or is_last:
+      # Fetching metrics also keeps pmap's queue short (see stack-notes).
+      _first_non_finite(pending)
+      pending = []
+      scalars = _fetch(metrics)
+      now = time.time()
+      scalars['images_per_second'] = (
+          (step - last_step) * config.batch_size / max(now - last_time,
+                                                        1e-9))
+      last_time, last_step = now, step
+      writer.write_scalars(step, scalars)
+      progress.set_postfix(loss=f"{scalars['train_loss']:.4f}",
+                           img_s=f"{scalars['images_per_second']:.1f}")
+    progress.update(1)
+    if has_validation and (step % config.eval_every_steps == 0 or is_last):
+      _first_non_finite(pending)
+      pending = []
+      p_state = parallel.sync_batch_stats(p_state)
+      val = evaluator.validation_scalars(p_state)
+      writer.write_scalars(step, val)
+      logging.info('%s step %d: %s', key, step, val)
+      save(step, {checkpointing.BEST_METRIC: val['val_best']})
+    elif step % config.checkpoint_every_steps == 0 or is_last:
+      _first_non_finite(pending)
+      pending = []
+      p_state = parallel.sync_batch_stats(p_state)
+      save(step)
+  progress.close()
+  return p_state
 
-    # Test with the best checkpoint by validation, else the last one.
-    best_step = manager.best_step() if has_validation else None
-    if best_step is not None and best_step != manager.latest_step():
-      state, _, _ = checkpointing.restore(
-          manager, parallel.unreplicate(p_state), meta, step=best_step)
-      p_state = parallel.replicate(state)
-    results = evaluator.test_results(p_state, directory, {
-        'run': str(key),
-        'checkpoint_step': int(best_step or manager.latest_step() or 0),
-        'test_subjects': list(data.subjects.test),
-        'validation_subjects': list(data.subjects.validation),
-        'fold_protocol': folds.config_protocol(config).as_dict()})
-    writer.write_scalars(config.num_train_steps,
-                         {'test_' + k: v
-                          for k, v in results.get('mean', {}).items()
-                          if isinstance(v, float)})
-  manager.close()
-  if config.get('keep_weights_only'):  # checkpointing.py: weights only.
-    checkpointing.save_weights_only(
-        directory, parallel.unreplicate(p_state),
-        results.get('checkpoint_step', config.num_train_steps), meta,
-        config.num_train_steps)
-    freed = checkpointing.drop_full_checkpoints(directory)
-    logging.info('%s finished: best weights kept, %.2f GB of full '
-                 'checkpoints deleted', key, freed / 1e9)
-  return results
+
+def _final_evaluation(config, key, data, directory, manager, meta,
+                      evaluator, p_state, has_validation
+                      ) -> tuple[dict[str, Any], Any]:
+  """The test split with the best checkpoint by validation (else the
+  last one); results written under the run directory. Returns (results,
+  the replicated state tested)."""
+  best_step = manager.best_step() if has_validation else None
+  if best_step is not None and best_step != manager.latest_step():
+    state, _, _ = checkpointing.restore(
+        manager, parallel.unreplicate(p_state), meta, step=best_step)
+    p_state = parallel.replicate(state)
+  results = evaluator.test_results(p_state, directory, {
+      'run': str(key),
+      'checkpoint_step': int(best_step or manager.latest_step() or 0),
+      'test_subjects': list(data.subjects.test),
+      'validation_subjects': list(data.subjects.validation),
+      'fold_protocol': folds.config_protocol(config).as_dict()})
+  return results, p_state
+
+
+def _keep_weights_only(config, key, directory, p_state, results, meta):
+  """A finished run keeps only its tested weights (checkpointing.py)."""
+  checkpointing.save_weights_only(
+      directory, parallel.unreplicate(p_state),
+      results.get('checkpoint_step', config.num_train_steps), meta,
+      config.num_train_steps)
+  freed = checkpointing.drop_full_checkpoints(directory)
+  logging.info('%s finished: best weights kept, %.2f GB of full '
+               'checkpoints deleted', key, freed / 1e9)
 
 
 def train_fold(config: ml_collections.ConfigDict, workdir: str,
@@ -355,10 +401,9 @@ def train_fold(config: ml_collections.ConfigDict, workdir: str,
       continue
     results[key] = train_run(runs.run_config(config, key), workdir, key,
                              builder)
-  method = methods.get(config)
-  if hasattr(method, 'evaluate_fold'):
-    return method.evaluate_fold(config, workdir, fold, results)
-  return fold_evaluation.combine_runs(config, workdir, fold, results)
+  evaluate_fold = getattr(methods.get(config), 'evaluate_fold',
+                          fold_evaluation.combine_runs)
+  return evaluate_fold(config, workdir, fold, results)
 
 
 def plan_disk_bytes(config: ml_collections.ConfigDict) -> dict[str, int]:

@@ -1,7 +1,7 @@
 r"""AUNets flow: computed in the input pipeline vs stored by the builder.
 
-Issue 11 item 1 asks to measure both ways of giving AUNets its flow image
-(batch['flow']) and choose. On fold 1's training split of
+This measures both ways of giving AUNets its flow image
+(batch["flow"]), to choose one. On fold 1's training split of
 `synthetic_au/default` with `configs/aunets.py:cpu-channels` (128 px faces
 resized to 72, crop 64, batch 32, DIS flow), this times:
 

@@ -66,9 +66,9 @@ the plan needs is printed before training starts.
 
 import ml_collections
 
-from au_jax import aus
-from configs import common
 from au_jax.models import aunets
+from configs import common
+from configs import emonet
 
 BASE_VARIANTS = ('', 'cpu', 'paper', 'test', 'multiview', 'ablation')
 # Walked by tests/test_config_checks.py; every '<base>-<fusion>' works.
@@ -129,14 +129,6 @@ def view_classifier_config() -> ml_collections.ConfigDict:
   at width 1/8, 64 px crops), Adam 3e-4, 300 steps. Named deviation: the
   paper uses GoogLeNet with its first 6 Inception modules frozen, SGD lr
   5e-5, 2 epochs on FERA 2017."""
-  # pylint: disable=g-import-not-at-top
-  import importlib.util
-  import os
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      'emonet.py')
-  spec = importlib.util.spec_from_file_location('_emonet_config', path)
-  emonet = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(emonet)
   config = emonet.get_config('cpu')
   config.dataset = 'synthetic_au'
   config.dataset_config = 'multiview'  # The views to tell apart.
@@ -167,15 +159,10 @@ def _cpu_sized(config: ml_collections.ConfigDict) -> None:
   config.model.width_multiplier = 1 / 8
   config.resize_size = 72
   config.crop_size = 64
-  config.folds = '1'
   config.init_from = None
   config.learning_rate = 3e-4
-  config.tune_thresholds = True
-  config.num_train_steps = 500
-  config.log_every_steps = 50
-  config.eval_every_steps = 250
+  common.cpu_run(config, steps=500, log_every=50)
   config.checkpoint_every_steps = 125
-  config.max_validation_frames = 300
   config.num_workers = 0
   config.progress_bar = False
 
@@ -190,7 +177,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f'configs/aunets.py: unknown variant {arg!r}; use one of '
         f'{BASE_VARIANTS}, optionally followed by -<fusion>, fusion in '
         f'{aunets.FUSIONS}.')
-  config = ml_collections.ConfigDict()
+  config = common.base()
+  common.omit(config, common.SPEED_FIELDS + (
+      'loss_normalise', 'min_positives_for_threshold') + (
+          () if variant == 'multiview' else ('views',)))
   config.method = 'aunets'  # au_jax/methods/aunets.py
   config.model_name = 'aunets'  # au_jax/models/aunets.py
   config.model = ml_collections.ConfigDict(dict(
@@ -201,17 +191,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset = 'bp4d'
   config.dataset_config = 'crop'
-  config.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.manual_dir = ml_collections.FieldReference(None, field_type=str)
-  config.aus = aus.BP4D_AUS
-  config.folds = '1,2,3'
   config.num_validation_subjects = 1  # Sec. 4.1.1: one training subject.
-  config.strict_folds = True
   config.max_validation_frames = 2000
 
   config.resize_size = 240
   config.crop_size = 224
-  config.flip = True
   config.pixel_mean = (0.485, 0.456, 0.406)  # As configs/emonet.py.
   config.pixel_std = (0.229, 0.224, 0.225)
 
@@ -219,24 +203,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # over 12 epochs, early stop on validation F1.
   config.optimizer = 'adam'
   config.learning_rate = 1e-4
-  config.momentum = 0.9
   config.weight_decay = 0.0  # 5e-3 for the FERA 2017 per-view models.
   config.adam_b1 = 0.5
   config.adam_b2 = 0.999
   config.lr_schedule = 'linear'
-  config.lr_decay_steps = 0
-  config.lr_decay_factor = 0.1
-  config.lr_mults = ()
   config.init_from = emonet_init('paper')
   config.one_model_per = ('au',)
   # With one_model_per ('view', 'au'): the view every other view's models
   # start from (runs.run_config; the paper's domain adaptation); -1 =
   # every view from config.init_from.
   config.adapt_views_from = -1
-  config.stage_order = ()
-  config.stages = ml_collections.ConfigDict()
-  config.classify_field = ''
-  config.num_classes = 0
   config.best_metric = 'f1'
   config.median_window = 'tune'  # Sec. 4.1.6: 7 best of {3, ..., 11}.
   # A finished run keeps its best weights only (no Adam state) and drops its
@@ -246,16 +222,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.flow_method = 'dis'  # 'tvl1' (slower; the paper used Brox).
 
   config.batch_size = 32
-  config.eval_batch_size = 64
   config.num_train_steps = 36000
-  config.log_every_steps = 100
   config.eval_every_steps = 3000  # ~1 epoch.
-  config.checkpoint_every_steps = 1000
-  config.num_workers = 2
-  config.seed = 0
-  config.threshold = 0.5
-  config.tune_thresholds = False
-  config.progress_bar = True
 
   if variant in ('', 'cpu'):
     config.dataset = 'synthetic_au'
@@ -264,15 +232,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.width_multiplier = 1 / 8
     config.resize_size = 72
     config.crop_size = 64
-    config.folds = '1'
     config.init_from = emonet_init('')
     config.learning_rate = 1e-3
-    config.tune_thresholds = True
-    config.num_train_steps = 400
-    config.log_every_steps = 20
-    config.eval_every_steps = 200
-    config.checkpoint_every_steps = 100
-    config.max_validation_frames = 300
+    common.cpu_run(config, steps=400, log_every=20)
   elif variant == 'ablation':
     # Fusion ablation on CPU (ABLATION rows): synthetic_au/default fold 1,
     # AU 12 (lip corner puller) only, to fit 2 seeds x 5 rows in ~35 min of

@@ -32,12 +32,13 @@ Variants (`get_config(arg)`):
 
 import ml_collections
 
-from au_jax import aus
 from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  config = common.base()
+  common.omit(config, ('adam_b1', 'adam_b2', 'classify_field',
+                       'num_classes'))
   config.method = 'drml'
   config.model_name = 'drml'  # au_jax/models/drml.py
   config.model = ml_collections.ConfigDict(dict(
@@ -48,21 +49,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       affine_patch_norm=False,
   ))
 
-  config.dataset = 'synthetic_au'
-  config.dataset_config = 'default'
-  config.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.manual_dir = ml_collections.FieldReference(None, field_type=str)
-  config.aus = aus.BP4D_AUS  # Output order of the model.
-  config.folds = '1,2,3'  # Fold k tests on part k (protocols.md).
-  config.num_validation_subjects = 2  # Taken from the training parts.
-  config.strict_folds = True
-  config.max_validation_frames = 600  # Evenly spaced subset while training.
-
   # Input: DRML resizes faces to 200, random 170 crop + mirror at training,
   # centre crop at test, and subtracts a mean (per channel here).
   config.resize_size = 200
   config.crop_size = 170
-  config.flip = True
   config.pixel_mean = (0.5, 0.5, 0.5)
   config.pixel_std = (1.0, 1.0, 1.0)
 
@@ -72,54 +62,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.learning_rate = 1e-3
   config.momentum = 0.9
   config.weight_decay = 5e-4
-  config.lr_schedule = 'constant'  # 'step': x lr_decay_factor every
-  config.lr_decay_steps = 0         # lr_decay_steps; 'linear': to 0.
-  config.lr_decay_factor = 0.1
   config.loss_normalise = 'batch'
 
-  # The method contract (DESIGN.md): DRML is one model, one stage, trained
-  # from scratch, nothing frozen.
-  config.frozen = ''  # Regex of parameters that get no gradient.
-  config.lr_mults = ()  # ((regex, multiplier), ...).
-  config.init_from = None  # Source run + parameter regex (runs.py).
-  config.one_model_per = ()
-  config.stage_order = ()
-  config.stages = ml_collections.ConfigDict()
-  config.views = ()  # () = every view of the dataset.
-
-  # Speed (issue 16): the host only decodes and resizes (uint8); crop,
-  # mirror and normalisation run in the jitted step. `cache` holds the
-  # decoded training split in memory ('host' RAM or 'device' memory) when it
-  # fits; `dtype` 'bfloat16' computes in bfloat16 with float32 parameters,
-  # batch-norm statistics, loss and optimiser state.
-  config.dtype = 'float32'
-  config.cache = None
-  config.host_augmentation = False
-  config.prefetch_batches = 2
-
-  config.batch_size = 16  # Global: split over all local devices.
-  config.eval_batch_size = 64
-  config.num_train_steps = 20000
+  config.batch_size = 16
   config.log_every_steps = 50
-  config.eval_every_steps = 2000
-  config.checkpoint_every_steps = 1000
-  config.num_workers = 2
-  config.seed = 0
-  config.threshold = 0.5
-  config.tune_thresholds = False  # True: per-AU thresholds on validation.
-  # Tuned thresholds are regularised: an AU with fewer positive validation
-  # frames keeps 0.5 (fold_evaluation.py).
-  config.min_positives_for_threshold = 10
-  # Best checkpoint by validation mean F1 under the test decision rule
-  # ('f1'), or by mean AUC ('auc').
-  config.best_metric = 'f1'
-  config.median_window = None  # None: off; an odd window; 'tune' (on
-  # validation, from 1, 3, ..., 11). None also lets either type be set.
   # The poster predicts with a linear SVM on fc9 features: report it beside
   # the network's own sigmoid head.
   config.svm_on_fc9 = False
   config.svm_max_train_frames = 3000
-  config.progress_bar = True
 
   if arg in (None, '', 'cpu'):
     # Named deviations for a ~15 minute 2-core CPU budget (see docstring):
@@ -128,18 +78,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # hundred steps leave the rare AUs' probabilities below 0.5.
     config.resize_size = 100
     config.crop_size = 90
-    config.folds = '1'
     config.optimizer = 'adam'
     # 200-step pilot runs on fold 1 (validation AUC): 1e-4 67.4, 3e-4 75.2,
     # 1e-3 68.5.
     config.learning_rate = 3e-4
-    config.tune_thresholds = True
     config.batch_size = 32
-    config.num_train_steps = 360
-    config.log_every_steps = 10
-    config.eval_every_steps = 180
-    config.checkpoint_every_steps = 100
-    config.max_validation_frames = 300
+    common.cpu_run(config, steps=360, log_every=10)
   elif arg == 'paper':
     # Pixels as the authors' Caffe input: 0-255 minus the mean (127.5 per
     # channel here; Caffe subtracted a mean image), so the LRN after pool3

@@ -70,7 +70,10 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  config = common.base()
+  common.omit(config, common.SPEED_FIELDS + (
+      'views', 'loss_normalise', 'min_positives_for_threshold', 'best_metric',
+      'median_window'))
   config.method = 'classify'  # au_jax/methods/classify.py
   config.model_name = 'vgg'  # au_jax/models/vgg.py
   config.model = ml_collections.ConfigDict(dict(
@@ -81,15 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_classes = len(aus.EMOTIONS)  # 7 basic + neutral (thesis 5.1.1).
   config.imagenet_weights = ml_collections.FieldReference(None, field_type=str)
 
-  config.dataset = 'synthetic_au'
   config.dataset_config = 'multiview'
-  config.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.manual_dir = ml_collections.FieldReference(None, field_type=str)
-  config.aus = aus.BP4D_AUS  # Unused by classify; kept for shared checks.
-  config.folds = '1,2,3'
   config.num_validation_subjects = 1
-  config.strict_folds = True
-  config.max_validation_frames = 600
 
   # VGG input 224; crops from 240 with a flip stand in for the thesis'
   # rotation + jitter (au_jax transforms have no rotation yet).
@@ -105,30 +101,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.learning_rate = 1e-4
   config.momentum = 0.9
   config.weight_decay = 5e-3
-  config.adam_b1 = 0.9
-  config.adam_b2 = 0.999
-  config.lr_schedule = 'constant'
-  config.lr_decay_steps = 0
-  config.lr_decay_factor = 0.1
-  config.frozen = ''
-  config.lr_mults = ()
-  config.init_from = None
-  config.one_model_per = ()
-  config.stage_order = ()
-  config.stages = ml_collections.ConfigDict()
 
   config.batch_size = 32
-  config.eval_batch_size = 64
   # ~100 epochs of a multiview training fold (7 subjects x 864 frames).
   config.num_train_steps = 19000
-  config.log_every_steps = 100
-  config.eval_every_steps = 2000
-  config.checkpoint_every_steps = 1000
-  config.num_workers = 2
-  config.seed = 0
-  config.threshold = 0.5
-  config.tune_thresholds = False
-  config.progress_bar = True
 
   if arg in (None, '', 'cpu'):
     config.dataset_config = 'default'  # Docstring: why not multiview.
@@ -136,15 +112,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.fc_init = 'he'  # models/vgg.py: N(0, 0.01) stalls.
     config.resize_size = 72
     config.crop_size = 64
-    config.folds = '1'
     config.optimizer = 'adam'
     config.learning_rate = 3e-4
     config.weight_decay = 0.0
-    config.num_train_steps = 600
-    config.log_every_steps = 20
-    config.eval_every_steps = 300
-    config.checkpoint_every_steps = 100
-    config.max_validation_frames = 300
+    common.cpu_run(config, steps=600, log_every=20, tune_thresholds=False)
   elif arg == 'paper':
     pass
   elif arg == 'test':

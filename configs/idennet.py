@@ -79,12 +79,13 @@ Variants (`get_config(arg)`):
 
 import ml_collections
 
-from au_jax import aus
 from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
+  config = common.base()
+  common.omit(config, common.SPEED_FIELDS + (
+      'views', 'min_positives_for_threshold', 'best_metric', 'median_window'))
   config.method = 'idennet'  # au_jax/methods/idennet.py
   config.model_name = 'idennet'  # au_jax/models/idennet.py
   config.model = ml_collections.ConfigDict(dict(
@@ -95,15 +96,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       grayscale=False,  # Authors' option; our data are RGB.
   ))
 
-  config.dataset = 'synthetic_au'
-  config.dataset_config = 'default'
-  config.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.manual_dir = ml_collections.FieldReference(None, field_type=str)
-  config.aus = aus.BP4D_AUS
-  config.folds = '1,2,3'
-  config.num_validation_subjects = 2
-  config.strict_folds = True
-  config.max_validation_frames = 600
   # Cross-dataset protocol (folds='all': train on every subject of
   # `dataset`, test on every subject of this one over the shared AUs),
   # e.g. 'synthetic_au' / 'shifted'; None = within-dataset folds.
@@ -131,49 +123,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.optimizer = 'adam'
   config.learning_rate = 1e-4
-  config.momentum = 0.9
   config.weight_decay = 5e-4  # L2 added to the gradient (Caffe / PyTorch).
   config.adam_b1 = 0.9
   config.adam_b2 = 0.999
   config.lr_schedule = 'step'
   config.lr_decay_steps = 10000
   config.lr_decay_factor = 0.1
-  config.frozen = ''
-  config.lr_mults = ()
-  config.init_from = None
-  config.one_model_per = ()
-  config.stage_order = ()
-  config.stages = ml_collections.ConfigDict()
   config.classify_field = 'identity'
-  config.num_classes = 0
   config.loss_normalise = 'batch'
 
   config.batch_size = 64
-  config.eval_batch_size = 64
   config.num_train_steps = 30000
-  config.log_every_steps = 100
-  config.eval_every_steps = 2000
-  config.checkpoint_every_steps = 1000
-  config.num_workers = 2
-  config.seed = 0
-  config.threshold = 0.5
-  config.tune_thresholds = False
-  config.progress_bar = True
 
   if arg in (None, '', 'cpu', 'cross'):
     config.resize_size = 72
     config.crop_size = 64
     config.flip = True
-    config.folds = '1'
     config.learning_rate = 3e-4
     config.lr_schedule = 'constant'
-    config.tune_thresholds = True
     config.batch_size = 32
-    config.num_train_steps = 300
-    config.log_every_steps = 10
-    config.eval_every_steps = 150
-    config.checkpoint_every_steps = 100
-    config.max_validation_frames = 300
+    common.cpu_run(config, steps=300, log_every=10)
     if arg == 'cross':
       # Train on all 24 default people (2 validate), test on the 12
       # `shifted` people (other identities, darker skin, dimmer coloured

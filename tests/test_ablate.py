@@ -6,6 +6,7 @@ import os
 import pytest
 
 from au_jax import ablate
+from au_jax import runs
 from configs import lpnet as lpnet_config
 
 AUS = (1, 2)
@@ -99,42 +100,83 @@ def test_overrides_dotted_and_unknown():
 
 
 def test_lpnet_rows_share_the_right_runs(tmp_path):
-  """Pretraining is one run for all rows; Stem-Net + SL is shared by the
-  L-Net and LP-Net rows; the no-SL Stem-Net and other seeds share nothing
-  beyond what they must."""
+  """Pretraining is one run for all pretrained rows; Stem-Net is shared by
+  the L-Net, P-Net and LP-Net rows; the rows without pretraining share no
+  run with it; other seeds share nothing beyond what they must."""
   rows = ablate.load_rows('configs/lpnet.py:test')
   base = lpnet_config.get_config('test')
+  names = ('ResNet-34', 'ResNet-34+SL', 'ResNet-34+SL+DA', 'Stem-Net',
+           'Stem-Net+L-Net', 'Stem-Net+P-Net', 'Stem-Net+P-Net_without_Lr',
+           'LP-Net')
   chains = {name: ablate.run_chain(
       ablate.row_config(base, name, rows[name], 0), str(tmp_path / name))
-            for name in ('stem', 'stem_sl', 'lnet', 'pnet')}
+            for name in names}
   digests = {name: [d for d, _, _ in chain] for name, chain in chains.items()}
-  assert [s for _, _, s in chains['pnet']] == [
-      'pretrain', 'stem', 'lnet', 'pnet']
-  assert len({d[0] for d in digests.values()}) == 1  # one pretraining
-  assert digests['stem'][1] != digests['stem_sl'][1]  # SL off
-  assert digests['stem_sl'][1] == digests['lnet'][1] == digests['pnet'][1]
-  assert digests['lnet'][2] == digests['pnet'][2]
+  stages = {name: [s for _, _, s in chain] for name, chain in chains.items()}
+  assert stages['LP-Net'] == ['pretrain', 'stem', 'lnet', 'pnet']
+  assert stages['Stem-Net+P-Net'] == ['pretrain', 'stem', 'pnet']
+  assert stages['ResNet-34'] == stages['ResNet-34+SL+DA'] == ['stem']
+  pretrained = names[3:]
+  assert len({digests[n][0] for n in pretrained}) == 1  # one pretraining
+  # Without pretraining, without mirror, without SL: three other runs.
+  assert len({digests[n][0] for n in names[:3]} | {digests['Stem-Net'][1]}
+             ) == 4
+  assert len({digests[n][1] for n in pretrained}) == 1  # one Stem-Net
+  assert digests['Stem-Net+L-Net'][2] == digests['LP-Net'][2]
+  # The two P-Net rows differ by L_r only, and neither is LP-Net's P-Net.
+  assert len({digests[n][-1] for n in (
+      'Stem-Net+P-Net', 'Stem-Net+P-Net_without_Lr', 'LP-Net')}) == 3
   other_seed = ablate.run_chain(
-      ablate.row_config(base, 'pnet', rows['pnet'], 1), str(tmp_path / 'x'))
-  assert not set(digests['pnet']) & {d for d, _, _ in other_seed}
+      ablate.row_config(base, 'LP-Net', rows['LP-Net'], 1),
+      str(tmp_path / 'x'))
+  assert not set(digests['LP-Net']) & {d for d, _, _ in other_seed}
 
   # Links and the stages left to train for the LP-Net row.
   trained = {}
-  for name in ('stem_sl', 'lnet'):
+  for name in ('Stem-Net', 'Stem-Net+L-Net'):
     for digest, directory, _ in chains[name]:
       os.makedirs(directory, exist_ok=True)
       trained.setdefault(digest, directory)
-  shared = ablate.link_shared_runs(chains['pnet'], trained)
-  assert shared == set(digests['pnet'][:3])
-  stem_link = chains['pnet'][1][1]
+  shared = ablate.link_shared_runs(chains['LP-Net'], trained)
+  assert shared == set(digests['LP-Net'][:3])
+  stem_link = chains['LP-Net'][1][1]
   assert os.path.islink(stem_link)
   assert os.path.realpath(stem_link) == os.path.realpath(
-      chains['stem_sl'][1][1])
-  config = ablate.row_config(base, 'pnet', rows['pnet'], 0)
+      chains['Stem-Net'][1][1])
+  config = ablate.row_config(base, 'LP-Net', rows['LP-Net'], 0)
   assert ablate.unshared_config(
-      config, chains['pnet'], shared).stage_order == ('pnet',)
+      config, chains['LP-Net'], shared).stage_order == ('pnet',)
   assert ablate.unshared_config(
-      config, chains['pnet'], set(digests['pnet'])) is None
+      config, chains['LP-Net'], set(digests['LP-Net'])) is None
+
+
+def test_lpnet_rows_are_table_3s():
+  """Each table 3 row sets what the paper's row says: depth, SL, mirror
+  (DA), pretraining (P), the heads and L_r."""
+  base = lpnet_config.get_config('ablation')
+  def run(name, stage):
+    config = ablate.row_config(base, name, lpnet_config.ABLATION[name], 0)
+    return config, runs.run_config(config, runs.RunKey(1, None, None, stage))
+  for name, depth in (('ResNet-18', 18), ('ResNet-34', 34),
+                      ('ResNet-50', 50)):
+    _, stem = run(name, 'stem')
+    assert (stem.model.depth, stem.selective_learning, stem.flip,
+            stem.init_from) == (depth, False, False, None), name
+  _, stem = run('ResNet-34+SL', 'stem')
+  assert (stem.selective_learning, stem.flip, stem.init_from) == (
+      True, False, None)
+  _, stem = run('ResNet-34+SL+DA', 'stem')
+  assert (stem.selective_learning, stem.flip, stem.init_from) == (
+      True, True, None)
+  _, stem = run('Stem-Net', 'stem')
+  assert stem.init_from.stage == 'pretrain' and stem.flip
+  for name, lnet, weight in (('Stem-Net+P-Net', False, 1.0),
+                             ('Stem-Net+P-Net_without_Lr', False, 0.0),
+                             ('LP-Net', True, 1.0)):
+    _, pnet = run(name, 'pnet')
+    assert (pnet.model.use_lnet, pnet.model.use_pnet,
+            pnet.orthogonality_weight) == (lnet, True, weight), name
+    assert pnet.init_from.stage == ('lnet' if lnet else 'stem'), name
 
 
 def test_unknown_row_is_named(tmp_path):
@@ -149,17 +191,17 @@ def test_every_lpnet_row_builds_its_runs(tmp_path):
   for name, overrides in lpnet_config.ABLATION.items():
     config = ablate.row_config(base, name, overrides, 0)
     chain = ablate.run_chain(config, str(tmp_path / name))
-    last = {'stem': 'stem', 'stem_sl': 'stem', 'lnet': 'lnet'}.get(name,
-                                                                  'pnet')
-    assert [s for _, _, s in chain][0] == 'pretrain', name
-    assert chain[-1][2] == last, name
+    assert [s for _, _, s in chain] == list(config.stage_order), name
+    assert (chain[0][2] == 'pretrain') == (
+        config.stages.stem.init_from is not None), name
 
 
 def test_no_train_mode_refuses_missing_runs(tmp_path):
   base = lpnet_config.get_config('test')
   rows = ablate.load_rows('configs/lpnet.py')
-  with pytest.raises(FileNotFoundError, match='stem seed 0 has no finished'):
-    ablate.run_ablation(base, rows, ['stem'], [0], str(tmp_path),
+  with pytest.raises(FileNotFoundError,
+                     match='Stem-Net seed 0 has no finished'):
+    ablate.run_ablation(base, rows, ['Stem-Net'], [0], str(tmp_path),
                         train_missing=False)
 
 
@@ -189,5 +231,5 @@ def test_floor_merge_and_figure(tmp_path):
     paths.append(str(tmp_path / f't{i}.json'))
     with open(paths[-1], 'w') as f:
       json.dump(t, f)
-  ablate.main([out] + paths + ['--title=x'])
+  ablate.plot_main([out] + paths + ['--title=x'])
   assert os.path.getsize(out) > 1000

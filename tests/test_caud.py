@@ -292,3 +292,14 @@ def test_predict_joins_per_au_runs_into_one_pass(tmp_path):
   checkpointing.write_config(drml_config.get_config('test'), str(drml_dir))
   with pytest.raises(ValueError, match=r"model\(s\) \['drml'\].*\['au_01'\]"):
     predict_run.load_run(str(tmp_path / 'fold_3'))
+
+
+def test_f1_at_best_threshold_by_hand():
+  """AU 0: scores .9 .8 .7 .6 with labels 1 0 1 0: cutting at .7 gives
+  tp 2, fp 1, fn 0 -> F1 0.8 (at .9: 2/3; at .6: 2/3). AU 1: tied scores
+  .5 .5 (1, 0) and .2 (1), one unknown frame: at .5 tp 1 fp 1 fn 1 -> 0.5,
+  at .2 tp 2 fp 1 -> 0.8. AU 2 has no positive: 0."""
+  labels = np.array([[1, 1, 0], [0, 0, 0], [1, 1, 0], [0, -1, 0]])
+  scores = np.array([[.9, .5, .9], [.8, .5, .1], [.7, .2, .3], [.6, .99, .2]])
+  np.testing.assert_allclose(
+      caud_method.f1_at_best_threshold(labels, scores), [0.8, 0.8, 0.0])

@@ -64,15 +64,7 @@ def _distinct_variants() -> list[tuple[str, str]]:
 
 
 VARIANTS = _distinct_variants()
-# Variants that wait on a fold protocol for their pretraining data set:
-# strict, so each fails the suite once it passes and must leave this list.
-_NO_FOLDS_YET = {
-    ('lpnet', 'paper'): 'no fold protocol for vggface2 (au_jax/data/folds.py)',
-}
-CHECKED_VARIANTS = [
-    pytest.param(*pair, marks=pytest.mark.xfail(
-        strict=True, reason=_NO_FOLDS_YET[pair]))
-    if pair in _NO_FOLDS_YET else pair for pair in VARIANTS]
+CHECKED_VARIANTS = VARIANTS
 
 
 def _set(config: ml_collections.ConfigDict, path: str, value) -> None:

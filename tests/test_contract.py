@@ -1,5 +1,5 @@
 """The method contract: one loop, run plans, optimiser groups, init_from,
-fingerprints, per-frame ids and validation-only decision rules (issue 7)."""
+fingerprints, per-frame ids and validation-only decision rules."""
 
 import functools
 import json

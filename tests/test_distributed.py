@@ -1,4 +1,4 @@
-"""Multi-process training (issue 13) on one machine: 2 processes x 4 CPU
+"""Multi-process training on one machine: 2 processes x 4 CPU
 devices (jax.distributed on loopback ports, gloo collectives) reach the
 parameters and metrics of 1 process x 8 devices and of 1 process x 1
 device on the same global batches, a stopped 2-process run resumes, and the
@@ -52,7 +52,7 @@ def _main_args(data_dir, workdir, steps):
       # on the 8x8 grid drifts from 1 device (grad norm 4e-4 relative at
       # step 2; fc8 bias 1.4% after 4 steps, while 2 x 4 agrees with 1 x 1
       # to 3e-8 and an optimized 1 x 8 to 1.2e-7); on 2x2 it agrees to
-      # 7e-9 (measured 2026-11-28, issue 13 notes in README).
+      # 7e-9 (measured 2026-11-28, docs/scaling.md).
       '--config.model.region_grid=(2,2)',
       # 24 = 3 rows per device on 8 devices; 12 per process: the 16 test
       # frames of each process's block end in a padded batch.

@@ -1,4 +1,4 @@
-"""Emotion-pretraining builders on their dummy data (issue 10, item 2): CK+.
+"""Emotion-pretraining builders on their dummy data: CK+.
 
 The dummy release (data_builders/ck_plus/make_dummy_data.py) is built once
 (config `tiny`, in-process); records are checked against values written

@@ -1,5 +1,5 @@
 """The seeded k-fold protocol (the CAUD thesis' 10-fold BP4D folds) and
-average precision in the fold results (issue 10, item 4)."""
+average precision in the fold results."""
 
 import hashlib
 import json

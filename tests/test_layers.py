@@ -94,7 +94,7 @@ def test_implementations_agree_forward_and_gradients():
 
 
 def test_auto_implementation_resolves_by_backend():
-  # Measured choices (layers.py comment, issue 16's H100 table).
+  # Measured choices (layers.py comment, the H100 table).
   assert layers.resolve_implementation('auto', 'gpu') == 'grouped'
   assert layers.resolve_implementation('auto', 'cuda') == 'grouped'
   assert layers.resolve_implementation('auto', 'cpu') == 'unrolled'

@@ -1,4 +1,4 @@
-"""A tiny run learns: held-out F1 beats the all-positive floor (issue 7).
+"""A tiny run learns: held-out F1 beats the all-positive floor.
 
 The other end-to-end tests check that numbers exist and are well formed; this
 one checks that the trainer, the input pipeline and the evaluation together

@@ -1,6 +1,6 @@
 """In-memory training split: decode once, sample batches with no host work.
 
-`config.cache = 'device' | 'host' | None` (issue 16). With a cache, the
+`config.cache = 'device' | 'host' | None`. With a cache, the
 fold's training split is read once, each face resized to
 config.resize_size on the host (the only per-record host work) and stacked
 into one uint8 array [N, R, R, 3] beside its labels, landmarks and ids.

@@ -3,7 +3,7 @@
 The host only decodes and resizes: batches leave it as uint8 faces
 [B, R, R, 3] (R = config.resize_size) with their landmarks in that frame.
 These pure, jittable functions then do on the device what the host
-transforms in `au_jax/data/transforms.py` do per record (issue 16: the host
+transforms in `au_jax/data/transforms.py` do per record (the host
 spent ~50% of its time on crop/flip/normalise in numpy, and float32
 batches are 4x the bytes of uint8 to copy):
 

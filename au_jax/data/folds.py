@@ -22,8 +22,8 @@ Part lists per dataset:
   part sizes differ by at most one (24 subjects -> 8/8/8; 25 -> 9/8/8).
 
 Protocols (`config.fold_protocol`): the standard 3 parts above, or seeded
-k folds ('kfold'); `Protocol`, `kfold_parts`, the fold-number checks and
-`parse_folds` are in folds.py and re-exported here.
+k folds ('kfold'): `Protocol`, `kfold_parts`, the fold-number checks and
+`parse_folds`, below.
 """
 
 
@@ -223,7 +223,8 @@ PARTS = {
 # Datasets whose subjects are another dataset's subjects (module docstring).
 PARTS_OF = {'bp4d': 'bp4d', 'disfa': 'disfa', 'fera2017': 'bp4d'}
 # Datasets without a standard list: sorted ids dealt round-robin.
-ROUND_ROBIN = ('unbc_mcmaster', 'synthetic_au', 'ck_plus', 'rafd')
+ROUND_ROBIN = ('unbc_mcmaster', 'synthetic_au', 'ck_plus', 'rafd', 'vggface2',
+               'celeba', 'lfw')
 
 # A TFDS split name (tensorflow_datasets/core/splits.py accepts [\w-]+).
 _SPLIT_NAME = re.compile(r'^[\w-]+$')

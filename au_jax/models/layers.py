@@ -50,7 +50,7 @@ region_kernel_init = nn.initializers.variance_scaling(
 # compile. A lax.map over the 64 patches compiled in 1 s but ran ~20x slower
 # than 'unrolled' (10.6 s), so it is not offered.
 # On GPU the ranking flips: one NVIDIA H100, whole DRML train step, 170x170,
-# 12 AUs, batch 128 (issue 16's table; benchmarks/drml_vs_torch.py):
+# 12 AUs, batch 128 (benchmarks/drml_vs_torch.py):
 # 'grouped' 7,254 img/s float32 and 10,019 bfloat16, 'unrolled' 5,649 and
 # 7,805 (cuDNN runs the 64 patch convs as one grouped conv).
 # 'auto' (the default) picks by backend from these measurements: 'grouped'
