@@ -58,8 +58,16 @@ setuptools.setup(
         # tensorboard package only, not TensorFlow; au_jax writes them with
         # tensorboardX.
         'tensorboard': ['tensorboard>=2.17'],
+        # Face detection with iBUG-68 landmarks (au_jax/preprocess/
+        # landmark_detector.py): dlib's binary wheels and the model files
+        # shipped inside face-recognition-models (nothing downloaded at run
+        # time); without them predict and the builders fall back to Haar.
+        'faces': ['dlib-bin>=20.0.1,<21', 'face-recognition-models==0.3.0'],
         'dev': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4',
-                'scikit-learn>=1.4,<2'],
+                'scikit-learn>=1.4,<2',
+                # Real photographs for the face detector's tests.
+                'scikit-image>=0.22,<1',
+                'dlib-bin>=20.0.1,<21', 'face-recognition-models==0.3.0'],
         # Dataset builds on Apache Beam (tests/test_beam_builds.py; README
         # "Scaling out"). 2.77 is the tested one (it holds protobuf < 7,
         # pyarrow < 26, pillow < 13, all within the pins above).

@@ -1,4 +1,4 @@
-"""Run directories and orbax checkpoints (latest + best by validation F1).
+"""Run directories and orbax checkpoints (newest two + best by validation F1).
 
 A checkpoint holds three items written atomically by orbax (temporary folder,
 then rename, so a killed run never leaves a half-written step):
@@ -11,7 +11,8 @@ then rename, so a killed run never leaves a half-written step):
 
 Finished runs that keep only their best weights (config.keep_weights_only)
 are read and written here too (`save_weights_only`, `finished_run`,
-`drop_full_checkpoints`).
+`drop_full_checkpoints`). `check_writable` refuses a run directory that
+cannot be written before any training.
 """
 
 
@@ -25,7 +26,9 @@ from orbax.checkpoint import checkpoint_managers
 import orbax.checkpoint as ocp
 import os
 import shutil
+import tempfile
 from typing import Any
+from au_jax import distributed
 from au_jax import runs
 from au_jax import tables
 
@@ -107,13 +110,56 @@ def read_config(directory: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+class NotWritableError(OSError):
+  """A run directory (or its checkpoints/) cannot be written."""
+
+
+def check_writable(directory: str) -> None:
+  """Creates `directory` and writes and removes a small file in it and in
+  its checkpoints/ folder (where one exists), so a run that could not save
+  fails before training rather than at its first checkpoint.
+
+  Raises:
+    NotWritableError: naming the directory that cannot be written and the
+      system's reason (permission denied, read-only file system, full disk,
+      a file where a folder should be).
+  """
+  checkpoints = os.path.join(directory, 'checkpoints')
+  for path in (directory, checkpoints):
+    if path == checkpoints and not os.path.lexists(path):
+      break  # orbax creates it inside the (writable) run directory.
+    if os.path.lexists(path) and not os.path.isdir(path):
+      raise NotWritableError(
+          f'{path} cannot be written: it is a file (or a broken link), not '
+          'a folder; the run saves its checkpoints, metrics and results '
+          'there. Move it away or use another --workdir.')
+    try:
+      os.makedirs(path, exist_ok=True)
+      handle, probe = tempfile.mkstemp(prefix='.write_check_', dir=path)
+      try:
+        os.write(handle, b'au_jax')
+        os.fsync(handle)
+      finally:
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+      raise NotWritableError(
+          error.errno,
+          f'{path} cannot be written ({error.strerror or error}: '
+          f'{error.filename or path}); the run saves its checkpoints, '
+          'metrics and results there. Fix its permissions or free disk, or '
+          'use another --workdir.') from error
+
+
 def create_manager(directory: str,
                    create: bool = True) -> ocp.CheckpointManager:
-  """Keeps the latest step and the best step by validation mean F1."""
+  """Keeps the newest two steps and the best step by validation mean F1."""
   # Best by the validation number the trainer saves as BEST_METRIC (mean
   # F1 at the test decision rule, AUC or accuracy: config.best_metric).
+  # Two newest, not one: when the newest step is damaged and is also the
+  # best, restore still has an intact step to fall back to.
   policy = checkpoint_managers.AnyPreservationPolicy([
-      checkpoint_managers.LatestN(n=1),
+      checkpoint_managers.LatestN(n=2),
       checkpoint_managers.BestN(
           get_metric_fn=lambda metrics: metrics[BEST_METRIC], reverse=False,
           n=1, keep_checkpoints_without_metrics=False),
@@ -218,9 +264,6 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
           args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
     except Exception as error:  # pylint: disable=broad-except
       errors.append((candidate, error))
-      logging.warning('Checkpoint %s/%s is damaged (%s: %s); trying the '
-                      'previous step.', manager.directory, candidate,
-                      type(error).__name__, str(error).splitlines()[0][:200])
       continue
     if saved.get('hash') != meta.get('hash'):
       differs = differing_fields(saved, meta)
@@ -237,19 +280,52 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
               data=ocp.args.JsonRestore()))
     except Exception as error:  # pylint: disable=broad-except
       errors.append((candidate, error))
-      logging.warning('Checkpoint %s/%s is damaged (%s: %s); trying the '
-                      'previous step.', manager.directory, candidate,
-                      type(error).__name__, str(error).splitlines()[0][:200])
       continue
     if errors:
-      logging.warning('Restored step %d of %s (damaged: %s).', candidate,
-                      manager.directory, [s for s, _ in errors])
+      # One warning for the whole fall-back, naming each skipped step.
+      # The run trains those steps again, and orbax refuses to save a step
+      # that exists: the damaged ones are moved out of its way, kept.
+      aside = _set_aside(manager, [s for s, _ in errors])
+      logging.warning('%s; restored step %d, the newest intact one (the '
+                      'damaged steps are moved to %s).',
+                      _describe_damaged(manager, errors), candidate, aside)
     return restored['state'], dict(restored['data'] or {}), candidate
   raise RuntimeError(
-      f'No intact checkpoint in {manager.directory} (damaged steps: '
-      f'{[s for s, _ in errors]}; last error: {errors[-1][1]!r:.200}). Start '
-      f'over by deleting {os.path.dirname(str(manager.directory))} or use '
-      'another --workdir.')
+      f'No intact checkpoint in {manager.directory} '
+      f'({_describe_damaged(manager, errors)}). Start over by deleting '
+      f'{os.path.dirname(str(manager.directory))} or use another --workdir.')
+
+
+DAMAGED_DIR = 'damaged_checkpoints'
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> str:
+  """Moves step folders `steps` to `<run dir>/damaged_checkpoints/` (a
+  name already there gets a numbered suffix); returns that folder."""
+  aside = os.path.join(os.path.dirname(str(manager.directory)), DAMAGED_DIR)
+  if distributed.is_primary():
+    os.makedirs(aside, exist_ok=True)
+    for step in steps:
+      target = os.path.join(aside, str(step))
+      suffix = 0
+      while os.path.lexists(target):
+        suffix += 1
+        target = os.path.join(aside, f'{step}.{suffix}')
+      os.replace(os.path.join(str(manager.directory), str(step)), target)
+  distributed.barrier('au_jax: damaged checkpoints moved')
+  manager.reload()
+  return aside
+
+
+def _describe_damaged(manager: ocp.CheckpointManager,
+                      errors: list[tuple[int, Exception]]) -> str:
+  """'Checkpoint <dir>/<step> is damaged (<error>)' for each of `errors`."""
+  def first_line(error):
+    return (str(error).splitlines() or [''])[0][:200]
+  return '; '.join(
+      f'Checkpoint {manager.directory}/{step} is damaged '
+      f'({type(error).__name__}: {first_line(error)})'
+      for step, error in errors)
 
 
 def restore_raw(directory: str) -> tuple[dict[str, Any], int]:

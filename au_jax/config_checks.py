@@ -1,7 +1,7 @@
-"""Settings checked before any work starts (issue 15, item 4).
+"""Settings checked before any work starts: one walker, one rule table.
 
-`check_config(config, device_count)` runs every rule of `RULES` (a table in
-config_checks.py: field pattern -> rule) over a config, then over every
+`check_config(config, device_count)` runs every rule of `RULES` (a table
+below: field pattern -> rule) over a config, then over every
 stage overlay merged into it, and raises ONE ValueError for the first bad
 field, naming the field, its value and the valid range, e.g.
 
@@ -11,7 +11,7 @@ Why here and not where a field is used: a bad cadence used to divide by zero
 after training had started, and `num_train_steps=0` evaluated an untrained
 model and reported it. Checking at start-up costs microseconds.
 
-Adding a field is one line in `config_checks.RULES`. Patterns are `fnmatch`
+Adding a field is one line in `RULES`. Patterns are `fnmatch`
 patterns over the dotted path of a field ('model.dropout_rate'; '*' also
 crosses dots); the first matching pattern wins, so specific paths go before
 general ones.
@@ -20,8 +20,9 @@ A field with no rule is allowed (configs differ) and listed by
 `bad` is a value it must refuse; the tests set it for every field of every
 shipped config variant.
 
-The rule kinds (`Rule`, `ints`, `reals`, ...) and enumerations are in
-config_checks.py, the field table in config_checks.py.
+The module reads top down: the enumerations fields take (the optimiser
+and schedule names are `optim`'s own), the rule kinds
+(`Rule`, `ints`, `reals`, ...), the walker (`check_config`), then `RULES`.
 """
 
 
@@ -35,13 +36,15 @@ import re
 from typing import Any, Callable, Iterator, NamedTuple
 
 from au_jax import aus as aus_lib
+from au_jax import optim
 from au_jax.data import folds as folds_lib
+from au_jax.preprocess import landmarks as landmarks_lib
 
 
 _PACKAGE = pathlib.Path(__file__).parent
 
-OPTIMIZERS = ('sgd', 'adam', 'adamw')
-SCHEDULES = ('constant', 'step', 'linear')
+OPTIMIZERS = optim.OPTIMIZERS
+SCHEDULES = optim.SCHEDULES
 # 'none' (per-example sums) is a losses option for evaluation, not training.
 LOSS_NORMALISATIONS = ('batch', 'known')
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -312,7 +315,9 @@ def _aus_ok(v, c, d):
   if any(not _is_int(a) for a in v):
     return False
   dataset = c.get('dataset')
-  if dataset in aus_lib.DATASET_AUS:
+  # A dataset that labels no AU (face identities) trains on another field;
+  # its runs keep the AU list of the runs they start.
+  if aus_lib.DATASET_AUS.get(dataset):
     aus_lib.label_indices(dataset, v)  # Raises naming the bad AU.
   else:
     aus_lib.check_aus(v)
@@ -359,6 +364,18 @@ def _stage_order_ok(v, c, d):
           and all(isinstance(n, str) and n in stages for n in v))
 
 
+def _pnet_ok(v, c, d):
+  """LP-Net's P-Net reads the records' landmarks: refuse it on a dataset
+  whose builder stores none (preprocess/landmarks.DATASET_LANDMARKS)."""
+  if not isinstance(v, bool):
+    return False
+  dataset = c.get('dataset')
+  if v and dataset is not None and not landmarks_lib.has_landmarks(dataset):
+    raise ValueError(f'dataset {dataset!r} records have no landmarks for '
+                     'the P-Net')
+  return True
+
+
 def _decay_steps_ok(v, c, d):
   if not _is_int(v) or v < 0:
     return False
@@ -371,7 +388,9 @@ def _dtype_ok(v, c, d):
 
 
 def _median_ok(v, c, d):
-  return v is None or v == 'tune' or (_is_int(v) and v >= 1 and v % 2 == 1)
+  # Even windows too: AUNets tunes over {3, 5, 7, 9, 10, 11} (how an even
+  # window centres: postprocess.median_smooth).
+  return v is None or v == 'tune' or (_is_int(v) and v >= 1)
 
 
 def _num_classes_ok(v, c, d):
@@ -499,6 +518,8 @@ RULES: dict[str, Rule] = {
     'model.grayscale': boolean(),
     'model.identity_branch': boolean(),
     'model.subtract_identity': boolean(),
+    'model.use_pnet': Rule(_pnet_ok, 'True or False (False when '
+                           'config.dataset has no landmarks)', 'yes'),
     'use_*': boolean(),
     '*.use_*': boolean(),
     '*dtype': Rule(_dtype_ok, f'one of {DTYPES}', 'float8'),
@@ -539,7 +560,7 @@ RULES: dict[str, Rule] = {
     # Evaluation.
     'threshold': reals(0, 1, low_open=True, high_open=True, bad=1.0),
     'tune_thresholds': boolean(),
-    'median_window': Rule(_median_ok, "an odd int >= 1, 'tune' or None", 4),
+    'median_window': Rule(_median_ok, "an int >= 1, 'tune' or None", 0),
     'progress_bar': boolean(),
     'svm_on_fc9': boolean(),
     'svm_max_train_frames': ints(1),

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import flax.jax_utils
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 AXIS_NAME = 'batch'
@@ -19,6 +20,34 @@ PyTree = Any
 
 def device_count() -> int:
   return jax.local_device_count()
+
+
+def global_rows(local_rows: int) -> tuple[jax.Array | None, int]:
+  """Where this device's rows sit in the batch a one-device run sees.
+
+  Random draws (crops, mirrors, dropout masks) are made for that whole
+  batch from a key that no device index enters, and each device takes its
+  rows, so P processes x D devices draw what 1 x 1 draws for every example.
+  The loader deals the global batch to processes interleaved
+  (input_pipeline.train_loader: process p holds rows p, p + P, ...) and
+  `shard` gives each local device a contiguous block of its process's rows.
+
+  Args:
+    local_rows: b, the rows of the batch on this device.
+
+  Returns:
+    (rows [b] int32 under pmap, else None; the global batch size).
+  """
+  try:
+    device = jax.lax.axis_index(AXIS_NAME)
+  except NameError:  # Not under pmap (tests, init): one device.
+    return None, local_rows
+  devices = jax.lax.psum(1, AXIS_NAME)  # A Python int: the axis size.
+  processes = jax.process_count()
+  per_process = devices // processes
+  process, local_device = device // per_process, device % per_process
+  local = local_device * local_rows + jnp.arange(local_rows)
+  return (local * processes + process).astype(jnp.int32), devices * local_rows
 
 
 def replicate(tree: PyTree) -> PyTree:

@@ -34,6 +34,7 @@ from au_jax import fold_evaluation
 from au_jax.data import folds
 from au_jax import init_from
 from au_jax.data import input_pipeline
+from au_jax.data import records
 from au_jax import methods
 from au_jax import metric_writers
 from au_jax import models
@@ -90,12 +91,15 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray],
   `stop_gradient`, so no weight gradient is computed for them.
   """
   loss_fn = loss_fn or methods.get(config).loss_fn
+  # Random draws (crop, mirror, dropout) use keys no device index enters:
+  # each is made for the global batch and each device takes its rows
+  # (parallel.global_rows), so P processes x D devices train as 1 x 1.
   if batch['image'].dtype == jnp.uint8:  # Host sent resized faces only.
     batch = device_transforms.train_preprocess(
-        batch, device_transforms.augmentation_key(
-            rng, state.step, jax.lax.axis_index(parallel.AXIS_NAME)), config)
-  rng = jax.random.fold_in(rng, state.step)
-  rng = jax.random.fold_in(rng, jax.lax.axis_index(parallel.AXIS_NAME))
+        batch, device_transforms.augmentation_key(rng, state.step), config)
+  # The 0 stands where a device index used to be folded in, so one-device
+  # runs draw what they always drew.
+  rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), 0)
 
   def compute_loss(params):
     if trainable is not None:
@@ -173,8 +177,12 @@ def train_run(config: ml_collections.ConfigDict, workdir: str,
   """Trains (or resumes) run `key` and returns its test results."""
   builder = builder or input_pipeline.open_dataset(config)
   data = input_pipeline.fold_data(config, builder, key.fold)
+  # Faults found before any work: a damaged record file of any subject the
+  # run reads, a run directory that cannot be written.
+  records.check_record_files(builder, data.subjects.train
+                             + data.subjects.validation + data.subjects.test)
   directory = runs.run_dir(config, workdir, key)
-  os.makedirs(directory, exist_ok=True)
+  checkpointing.check_writable(directory)
   if jax.process_count() == 1:
     with runlock.RunLock(directory):
       return _train_run_locked(config, workdir, key, builder, data,
@@ -216,8 +224,8 @@ def _train_run_locked(config, workdir, key, builder, data, directory):
                                    manager, meta, iterator)
   evaluator = fold_evaluation.Evaluator(config, data, method)
   has_validation = bool(data.subjects.validation) or bool(data.holdout)
-  with (metric_writers.MetricWriter(directory) if distributed.is_primary()
-        else _NoWriter()) as writer:
+  with (metric_writers.MetricWriter(directory, start_step=start_step)
+        if distributed.is_primary() else _NoWriter()) as writer:
     p_state = _train_loop(config, key, method, trainable, state, start_step,
                           step_rng, iterator, manager, meta, evaluator,
                           writer, has_validation)
@@ -264,7 +272,8 @@ def _start_state(config, workdir, key, directory, state, manager, meta,
                  iterator) -> tuple[TrainState, int]:
   """Where the run starts: its own latest checkpoint (data position
   included), else the run `config.init_from` names, else foreign weights
-  (`config.imagenet_weights`), else the fresh state. Returns (state,
+  (`config.imagenet_weights`: torchvision-named ResNet or VGG tensors),
+  else the fresh state. Returns (state,
   start step)."""
   restored = checkpointing.restore(manager, state, meta)
   if restored is not None:
@@ -288,13 +297,18 @@ def _start_state(config, workdir, key, directory, state, manager, meta,
     return state.replace(params=variables['params'],
                          batch_stats=variables['batch_stats'] or {}), 0
   if config.get('imagenet_weights'):
-    # ImageNet weights from a .npz/.safetensors file (au_jax/weights.py).
-    params, report = weights.initial_params(config, state.params)
-    logging.info('%s starts from %s (%s layout)', key, report['source'],
-                 report['layout'])
+    # Starting weights from a .npz/.safetensors file (au_jax/weights.py):
+    # torchvision ResNet (batch-norm statistics included) or VGG.
+    variables, report = weights.initial_variables(
+        config, {'params': state.params, 'batch_stats': state.batch_stats})
+    logging.info('%s starts from %s (%s %s): %d tensors loaded', key,
+                 report['source'], report['layout'], report['architecture'],
+                 len(report['loaded']))
     fold_evaluation.write_json(
         os.path.join(directory, 'imagenet_weights.json'), report)
-    return state.replace(params=jax.tree.map(jnp.asarray, params)), 0
+    return state.replace(
+        params=jax.tree.map(jnp.asarray, variables['params']),
+        batch_stats=jax.tree.map(jnp.asarray, variables['batch_stats'])), 0
   return state, 0
 
 
@@ -413,9 +427,9 @@ def plan_disk_bytes(config: ml_collections.ConfigDict) -> dict[str, int]:
   Returns bytes of 'params' (with batch-norm statistics), 'optimizer'
   (its state), 'full' (one full checkpoint), 'weights_only', 'runs' (the
   plan's run count) and 'peak': with keep_weights_only, every other run
-  finished (weights only) plus the running one's latest and best full
+  finished (weights only) plus the running one's newest two and best full
   checkpoints and one being written (orbax writes a new step before it
-  drops the old); without, every run keeps 2 full checkpoints.
+  drops the old); without, every run keeps 3 full checkpoints.
   """
   keys = runs.plan(config)
   run_config = runs.run_config(config, keys[0])
@@ -432,8 +446,8 @@ def plan_disk_bytes(config: ml_collections.ConfigDict) -> dict[str, int]:
   optimizer = size(opt_state)
   full = weights + optimizer
   count = len(keys)
-  peak = ((count - 1) * weights + 3 * full if config.get('keep_weights_only')
-          else 2 * full * count)
+  peak = ((count - 1) * weights + 4 * full if config.get('keep_weights_only')
+          else 3 * full * count)
   return {'params': weights, 'optimizer': optimizer, 'full': full,
           'weights_only': weights, 'runs': count, 'peak': peak}
 
@@ -447,7 +461,7 @@ def describe_plan_disk(config: ml_collections.ConfigDict,
   free = shutil.disk_usage(workdir).free
   mode = ('finished runs keep weights only'
           if config.get('keep_weights_only') else
-          'every run keeps latest + best full checkpoints')
+          'every run keeps the newest two + best full checkpoints')
   text = (f'Disk plan: {sizes["runs"]} runs; a full checkpoint '
           f'{gb(sizes["full"])} (weights {gb(sizes["params"])} + optimiser '
           f'{gb(sizes["optimizer"])}), weights only {gb(sizes["weights_only"])}'

@@ -12,8 +12,10 @@ These builders store such datasets in the AU record schema
     labels at all (`aus.DATASET_AUS[name] == ()`), so no AU can be read
     from them by mistake; IdenNet gives identity rows all-unknown (-1) AU
     columns of the AU data's width at mixing time;
-  landmarks -1 (not read), face_found / the crop from Haar as for the AU
-  datasets (`frames.FaceBuilderConfig`: crop, aligned, tiny, tiny_aligned).
+  landmarks the 68 points dlib fits at build time (-1 without a face or
+  without the `faces` extra), face_found / the crop from the detector as for
+  the AU datasets (`frames.FaceBuilderConfig`: crop, aligned, tiny,
+  tiny_aligned).
 
 Why not TFDS's catalogue builders (../shared/reference/datasets.md suggests
 reusing them): TFDS `celeb_a` has no identity labels (attributes and

@@ -5,11 +5,12 @@ device on the same global batches, a stopped 2-process run resumes, and the
 gathered evaluation scores every test frame exactly once.
 
 The jobs are the real entry point (`python -m au_jax.main`) on
-synthetic_au/tiny with configs/drml.py:test; dropout off and no random
-crop or mirror (resize = crop), since those draw per device and the device
-of a record differs between the layouts (the batches, as sets of records,
-do not). Every subprocess runs in its own session and is killed on failure
-or timeout.
+synthetic_au/tiny with configs/drml.py:test as shipped: dropout 0.5,
+random crop and mirror on. Those draws are keyed by the example's row in
+the global batch and the step, never by device (parallel.global_rows), so
+every layout draws the same crop, mirror and dropout mask for each record.
+Every subprocess runs in its own session and is killed on failure or
+timeout.
 """
 
 import json
@@ -45,8 +46,6 @@ def _main_args(data_dir, workdir, steps):
       sys.executable, '-m', 'au_jax.main', '--config=configs/drml.py:test',
       f'--config.data_dir={data_dir}', f'--workdir={workdir}',
       '--config.folds=1', f'--config.num_train_steps={steps}',
-      '--config.model.dropout_rate=0', '--config.resize_size=66',
-      '--config.flip=False',
       # A 2x2 region grid (paper: 8x8) compiles ~30% faster; also, with
       # jax_disable_most_optimizations, XLA:CPU's in-process 8-device step
       # on the 8x8 grid drifts from 1 device (grad norm 4e-4 relative at

@@ -8,6 +8,7 @@ The run is DRML `configs/drml.py:test` at its initial weights (see run_dir).
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,7 +26,6 @@ from au_jax import predict
 from au_jax.predict import io as predict_io
 from au_jax.predict import tracking
 from au_jax import train
-from au_jax.data import transforms
 from configs import drml
 from data_builders.bp4d import make_dummy_data as photos
 from data_builders.synthetic_au import config as synth_config
@@ -120,7 +120,12 @@ def test_columns_follow_openface_order():
   assert predict_table.columns((1, 12)) == [
       'frame', 'face_id', 'timestamp', 'confidence', 'success', 'face_x',
       'face_y', 'face_width', 'face_height', 'AU01_c', 'AU12_c', 'AU01_p',
-      'AU12_p', 'file']
+      'AU12_p', 'status', 'file']
+  with_landmarks = predict_table.columns((1,), landmarks=True)
+  # OpenFace's 2D landmark block sits between the box and the AUs.
+  assert with_landmarks[9:11] == ['x_0', 'x_1']
+  assert with_landmarks[77:79] == ['y_0', 'y_1']
+  assert with_landmarks[145:] == ['AU01_c', 'AU01_p', 'status', 'file']
   assert predict_table.au_columns((4,), intensity=True) == ['AU04_r', 'AU04_c',
                                                       'AU04_p']
 
@@ -140,7 +145,7 @@ def test_video_rows_ids_timestamps_and_no_face_frames(run, media, tmp_path):
   options = predict.Options(batch_size=BATCH, smooth=1)
   result = predict.predict_file(media['video'], run, str(tmp_path), options)
   header, rows = _table(result.csv)
-  assert header == predict_table.columns(run.aus)
+  assert header == predict_table.columns(run.aus, landmarks=True)
   assert result.frames == 12 and result.unreadable == 0
   by_frame = {}
   for row in rows:
@@ -151,12 +156,14 @@ def test_video_rows_ids_timestamps_and_no_face_frames(run, media, tmp_path):
         (frame - 1) / FPS)
     if frame in BLANK_FRAMES:
       (row,) = frame_rows
-      assert (row['success'], row['face_id']) == ('0', '-1')
+      assert (row['success'], row['face_id'], row['status']) == (
+          '0', '-1', 'no_face')
       assert all(row[c] == '' for c in predict_table.au_columns(run.aus))
       continue
     # Both faces, and each keeps its id (0: the photo, left) across the
     # blank gap.
-    assert [r['success'] for r in frame_rows] == ['1', '1']
+    assert [(r['success'], r['status']) for r in frame_rows] == [
+        ('1', 'ok'), ('1', 'ok')]
     ids = {r['face_id']: float(r['face_x']) for r in frame_rows}
     assert set(ids) == {'0', '1'} and ids['0'] < 240 < ids['1']
     for row in frame_rows:
@@ -194,13 +201,17 @@ def test_images_no_face_and_several_faces(run, media, tmp_path):
   _, rows = _table(single.csv)
   assert [(r['frame'], r['face_id'], r['success'], r['timestamp'])
           for r in rows] == [('1', '0', '1', '0')]
-  # The photo's face box, placed in the 320x240 frame at scale 0.5.
+  # The face box is in frame pixels: half the box the same detector finds
+  # in the photo at scale 1 (the frame holds it at scale 0.5).
   box = [float(rows[0][k]) for k in predict_table.BOX_COLUMNS]
-  np.testing.assert_allclose(box[2], photos.PHOTO_FACE[2] * 0.5, atol=12)
+  full, _ = photos.face_frame(640, 480, scale=1.0)
+  boxes, _, _ = tracking.detect_faces(full)
+  assert len(boxes) == 1
+  np.testing.assert_allclose(box[2], boxes[0][2] * 0.5, atol=6)
   blank = predict.predict_file(media['blank'], run, str(tmp_path), options)
   _, rows = _table(blank.csv)
-  assert [(r['success'], r['face_id'], r['AU01_p']) for r in rows] == [
-      ('0', '-1', '')]
+  assert [(r['success'], r['face_id'], r['AU01_p'], r['status'])
+          for r in rows] == [('0', '-1', '', 'no_face')]
   several = predict.predict_file(media['several'], run, str(tmp_path),
                                  options)
   _, rows = _table(several.csv)
@@ -301,12 +312,22 @@ def test_cli_bad_inputs_do_not_stop_good_ones(run_dir, media, tmp_path):
   empty.mkdir()
   corrupt = tmp_path / 'corrupt.mp4'
   corrupt.write_bytes(b'not a video' * 100)
+  zero = tmp_path / 'zero.jpg'
+  zero.write_bytes(b'')
+  frames = tmp_path / 'frames'
+  frames.mkdir()
+  (frames / 'notes.txt').write_text('not an image')
+  cv2.imwrite(str(frames / '0001.png'), cv2.imread(media['photo']))
+  # All inputs side by side: each CSV is named by its stem.
+  for name in ('photo', 'several'):
+    shutil.copy(media[name], tmp_path)
   out = tmp_path / 'out'
   command = [sys.executable, '-m', 'au_jax.predict', f'--checkpoint={run_dir}',
-             f'--input={media["photo"]}', f'--input={tmp_path / "nope.mp4"}',
-             f'--input={empty}', f'--input={corrupt}',
-             f'--input={media["several"]}', f'--output_dir={out}', '--plot',
-             '--annotate', f'--batch_size={BATCH}']
+             f'--input={tmp_path / "photo.jpg"}',
+             f'--input={tmp_path / "nope.mp4"}', f'--input={empty}',
+             f'--input={corrupt}', f'--input={zero}', f'--input={frames}',
+             f'--input={tmp_path / "several.png"}', f'--output_dir={out}',
+             '--plot', '--annotate', f'--batch_size={BATCH}']
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
              JAX_DISABLE_MOST_OPTIMIZATIONS='true')
   done = subprocess.run(command, capture_output=True, text=True, env=env,
@@ -314,13 +335,28 @@ def test_cli_bad_inputs_do_not_stop_good_ones(run_dir, media, tmp_path):
   assert done.returncode == 1, done.stderr[-2000:]
   assert 'Traceback' not in done.stderr
   errors = [l for l in done.stderr.splitlines() if l.startswith('predict:')]
-  assert len(errors) == 3, done.stderr[-2000:]
-  assert 'nope.mp4 does not exist' in errors[0]
-  assert 'holds no images' in errors[1]
-  assert 'corrupt.mp4' in errors[2]
-  for name in ('photo.csv', 'several.csv', 'photo_aus.png',
-               'several_annotated.png'):
+  # Inputs that cannot be used are named before any is predicted.
+  assert errors == [
+      f'predict: {tmp_path / "nope.mp4"}: Input {tmp_path / "nope.mp4"} '
+      'does not exist.',
+      f'predict: {empty}: Folder {empty} holds no images (.png, .jpg, '
+      '.jpeg, .bmp, .tif, .tiff, .webp).',
+      f'predict: {frames}: skipped 1 non-image entry: notes.txt',
+      f'predict: {corrupt}: OpenCV cannot open video {corrupt} (corrupt or '
+      'codec missing).',
+      f'predict: {zero}: unreadable: empty file (0 bytes)',
+  ], done.stderr[-2000:]
+  # Quiet by default: no checkpoint INFO chatter, no progress bar (stderr
+  # is not a terminal); the run's own warning stays.
+  assert 'checkpoint' not in done.stderr.replace(run_dir, '')
+  assert 'frame/s]' not in done.stderr
+  for name in ('photo.csv', 'several.csv', 'zero.csv', 'frames.csv',
+               'photo_aus.png', 'several_annotated.png'):
     assert (out / name).exists(), name
+  assert [(r['success'], r['status']) for r in _table(out / 'zero.csv')[1]
+          ] == [('0', 'unreadable')]
+  assert [line.split(':')[0] for line in done.stdout.splitlines()] == [
+      str(out / f'{n}.csv') for n in ('photo', 'zero', 'frames', 'several')]
   annotated = cv2.imread(str(out / 'several_annotated.png'))
   original = cv2.imread(media['several'])
   assert annotated.shape == original.shape
@@ -329,15 +365,26 @@ def test_cli_bad_inputs_do_not_stop_good_ones(run_dir, media, tmp_path):
 
 def test_dataframe_api_matches_csv(run_dir, media, tmp_path):
   pd = pytest.importorskip('pandas')
-  table = predict.predict([media['photo'], media['blank'],
-                           str(tmp_path / 'missing.png')], run_dir,
-                          output_dir=str(tmp_path), batch_size=BATCH)
+  zero = tmp_path / 'zero.jpg'
+  zero.write_bytes(b'')
+  missing = str(tmp_path / 'missing.png')
+  table = predict.predict([media['photo'], media['blank'], str(zero),
+                           missing], run_dir,
+                          output_dir=str(tmp_path / 'out'), batch_size=BATCH)
   assert isinstance(table, pd.DataFrame)
-  assert list(table.columns) == predict_table.columns(
-      predict_run.load_config(run_dir).aus)
-  assert list(table['success']) == [1, 0]
+  assert list(table.columns) == ['input'] + predict_table.columns(
+      predict_run.load_config(run_dir).aus, landmarks=True)
+  assert list(table['input']) == [media['photo'], media['blank'], str(zero)]
+  assert list(table['success']) == [1, 0, 0]
+  assert list(table['status']) == ['ok', 'no_face', 'unreadable']
   assert np.isnan(table['AU01_p'][1])
-  assert list(table.attrs['errors']) == [str(tmp_path / 'missing.png')]
+  assert table.attrs['errors'] == {
+      missing: f'Input {missing} does not exist.',
+      str(zero): 'unreadable: empty file (0 bytes)'}
+  # Same values as the CSV written for the photo.
+  _, rows = _table(table.attrs['results'][0].csv)
+  assert float(rows[0]['AU01_p']) == pytest.approx(table['AU01_p'][0],
+                                                   rel=1e-5)
 
 
 def test_gray_and_four_channel_images_are_read_as_colour(run, media,

@@ -60,9 +60,11 @@ def test_process_face_on_photo_finds_face_and_keeps_landmarks_on_pixels():
   points = np.full((68, 2), -1, np.float32)
   points[30] = dot
   for size in (48, 160):
-    result = face.process_face(marked, points,
-                               face.FaceOptions(image_size=size))
+    result = face.process_face(
+        marked, points, face.FaceOptions(image_size=size, detector='haar'))
     assert result.source == 'haar' and result.face_found
+    assert (result.landmark_source, result.confidence) == (
+        'dataset', face.HAAR_CONFIDENCE)
     assert result.image.shape == (size, size, 3)
     pixels = result.image.astype(float)
     greenness = pixels[..., 1] - pixels[..., [0, 2]].mean(axis=-1)

@@ -27,6 +27,7 @@ from configs import drml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from builder_testing import build, dummy_dir, records  # pylint: disable=g-import-not-at-top,wrong-import-position
 from au_jax.preprocess import build_runners
+from au_jax.preprocess import landmark_detector
 
 
 @pytest.fixture(scope='module')
@@ -62,7 +63,13 @@ def test_bp4d_labels_codes_and_frame_names(built):
               for a in aus]
       assert row['au_occurrence'].tolist() == want, (subject, row)
       assert (row['au_intensity'] == -1).all()
-      assert (row['landmarks'] == -1).all()
+      # BP4D ships no landmarks we read: dlib fits 68 on every found face,
+      # inside the stored crop; a frame without a face keeps -1.
+      points = row['landmarks']
+      if not row['face_found']:
+        assert (points == -1).all()
+      elif landmark_detector.available():
+        assert ((points >= 0) & (points < 64)).all(), row['frame_index']
       assert row['subject'].decode() == subject and row['view'] == 0
   # 9 -> -1 in both header variants (M009: 3-digit names, named header).
   assert rows['F001'][1]['au_occurrence'][aus.index(4)] == -1
@@ -100,9 +107,13 @@ def test_disfa_intensity_threshold_and_pairing(built):
   assert [bool(r['face_found']) for r in sn001] == [
       True, True, True, False, True, True]
   # Landmarks from frame_lm/l000<i>_lm.mat for frames 1, 2, 3, 5 only,
-  # 66 points mapped to 68 (inner mouth corners 60 and 64 absent).
+  # 66 points mapped to 68 (inner mouth corners 60 and 64 absent); frame 6
+  # has a face but no file: dlib fits all 68; frame 4 has no face.
   has = [bool((r['landmarks'][:60] >= 0).all()) for r in sn001]
-  assert has == [True, True, True, False, True, False]
+  detected = landmark_detector.available()
+  assert has == [True, True, True, False, True, detected]
+  all_68 = [bool((r['landmarks'] >= 0).all()) for r in sn001]
+  assert all_68 == [False, False, False, False, False, detected]
   assert (sn001[0]['landmarks'][[60, 64]] == -1).all()
   assert ((sn001[0]['landmarks'][:60] >= 0) &
           (sn001[0]['landmarks'][:60] < 64)).all()
@@ -172,7 +183,8 @@ def test_parallel_build_matches_in_process(built, tmp_path):
 def test_aligned_config_puts_eyes_on_template(tmp_path):
   rows = records(build('disfa', 'tiny_aligned', str(tmp_path)))['SN001']
   landmarked = [r for r in rows if (r['landmarks'][36:48] >= 0).all()]
-  assert len(landmarked) == 4
+  # Frames 1, 2, 3, 5 from the release's files; frame 6 from dlib.
+  assert len(landmarked) == 4 + landmark_detector.available()
   for row in landmarked:
     eyes = [row['landmarks'][36:42].mean(0), row['landmarks'][42:48].mean(0)]
     np.testing.assert_allclose(eyes, [[0.35 * 64, 0.4 * 64],

@@ -14,7 +14,6 @@ from au_jax import weights
 from au_jax.models import vgg
 from configs import emonet
 from au_jax import checkpointing, config_checks, runs, train
-from configs import caud as caud_config
 
 jax.config.update('jax_disable_most_optimizations', True)
 
@@ -305,15 +304,10 @@ def test_imagenet_weights_start_emonet(tiny_data_dir, tmp_path):
   wide.model.width_multiplier = 1 / 8
   params = _abstract_params(models.create(wide), wide.crop_size)
   with pytest.raises(ValueError, match=r'vgg16_tiny\.npz: features\.0'):
-    weights.initial_params(wide, params)
-  # One starting point per run; a CAUD model takes EmoNet runs instead.
+    weights.initial_variables(wide, {'params': params})
+  # One starting point per run.
   both = emonet.get_config('test')
   both.imagenet_weights = str(path)
   both.init_from = ml_collections.ConfigDict({'method': 'classify'})
   with pytest.raises(ValueError, match='config.imagenet_weights'):
     config_checks.check_config(both)
-  hydra = caud_config.get_config('test')
-  with hydra.unlocked():
-    hydra.imagenet_weights = str(path)
-  with pytest.raises(ValueError, match="model 'caud' does not load"):
-    weights.initial_params(hydra, {})

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from au_jax import parallel
 from au_jax.data import records
 from au_jax.data import transforms
 
@@ -193,7 +194,7 @@ def train_preprocess(batch: Mapping[str, Array], key: Array,
     batch: 'image' [B, R, R, 3] uint8 with R = config.resize_size,
       optionally 'landmarks' [B, 68, 2] in the R x R frame; other fields
       pass through unchanged.
-    key: from `augmentation_key(seed, step, device_index)`.
+    key: from `augmentation_key(seed, step)`, the same on every device.
     config: crop_size, resize_size, flip, pixel_mean, pixel_std, and
       optionally pixel_range (1.0) and dtype ('float32').
 
@@ -203,9 +204,14 @@ def train_preprocess(batch: Mapping[str, Array], key: Array,
   """
   _check_batch(batch, config.resize_size)
   images = batch['image']
+  # Drawn for the whole global batch and taken at this device's rows
+  # (parallel.global_rows), so a draw follows the example, not the device.
+  rows, total = parallel.global_rows(images.shape[0])
   top, left, flips = sample_crop_flip(
-      key, images.shape[0], config.resize_size, config.crop_size,
+      key, total, config.resize_size, config.crop_size,
       config.get('flip', True))
+  if rows is not None:
+    top, left, flips = top[rows], left[rows], flips[rows]
   images, landmarks = crop_flip(images, batch.get('landmarks'), top, left,
                                 flips, config.crop_size)
   out = dict(batch, image=_normalize_config(images, config))

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from au_jax.models import layers
 from au_jax.models import vgg
 
 Array = jax.Array
@@ -126,7 +127,7 @@ class Model(nn.Module):
     encoder = lambda name: vgg.Encoder(
         self.depth, self.width_multiplier, self.dtype, name=name)
     flatten = lambda x: x.reshape(x.shape[0], -1)
-    dropout = lambda: nn.Dropout(self.dropout_rate, deterministic=not train)
+    dropout = lambda: layers.Dropout(self.dropout_rate, deterministic=not train)
     if fusion in ('rgb', 'flow', 'channels', 'horizontal'):
       if fusion == 'rgb':
         x = rgb

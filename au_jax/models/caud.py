@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from au_jax.models import layers
 from au_jax.models import vgg
 
 Array = jax.Array
@@ -61,7 +62,7 @@ class Head(nn.Module):
   def __call__(self, x: Array, train: bool) -> tuple[Array, Array]:
     """x: [B, F] flattened pool5 -> (logit [B, 1], output Dense [B, 1|2])."""
     x = vgg.fully_connected(self, x, train)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = layers.Dropout(self.dropout_rate, deterministic=not train)(x)
     z = vgg.output_layer(1, self.two_way_output, self.dtype,
                          fc_init=self.fc_init)(x)
     logit, _ = vgg.split_output(z, 1, self.two_way_output)

@@ -108,9 +108,9 @@ class Model(nn.Module):
     x = nn.relu(conv(16, (5, 5), name='conv7')(x))
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(dense(4096, name='fc8')(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = layers.Dropout(self.dropout_rate, deterministic=not train)(x)
     features = nn.relu(dense(2048, name='fc9')(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
+    x = layers.Dropout(self.dropout_rate, deterministic=not train)(features)
     logits = dense(self.num_aus, name='output')(x)
     return logits.astype(jnp.float32), {
         'features': features.astype(jnp.float32)}

@@ -1,4 +1,5 @@
-"""Layers shared by the au_jax models: DRML's region layer and Caffe's LRN.
+"""Layers shared by the au_jax models: DRML's region layer, Caffe's LRN and
+a dropout whose mask follows the example across devices.
 
 The region layer (DRML, Zhao et al. CVPR 2016, poster "Region layer") cuts a
 feature map into a grid of patches and gives every patch its own
@@ -17,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from au_jax import parallel
 
 Array = jax.Array
 Dtype = Any
@@ -257,3 +260,36 @@ class LocalResponseNorm(nn.Module):
 
   def __call__(self, x: Array) -> Array:
     return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+class Dropout(nn.Dropout):
+  """nn.Dropout whose mask follows the example, not the device.
+
+  Under pmap the mask is drawn for the whole global batch from the step's
+  dropout key (the same on every device) and each device keeps its rows
+  (parallel.global_rows), so P processes x D devices drop what one device
+  drops for every example. On one device it draws exactly nn.Dropout's
+  mask (same key, shape and scaling), so one-device runs are unchanged.
+  """
+
+  @nn.compact
+  def __call__(self, inputs: Array, deterministic: bool | None = None,
+               rng: Array | None = None) -> Array:
+    deterministic = nn.merge_param('deterministic', self.deterministic,
+                                   deterministic)
+    if self.rate == 0.0 or deterministic:
+      return inputs
+    if self.rate == 1.0:  # Prevents gradient NaNs, as nn.Dropout.
+      return jnp.zeros_like(inputs)
+    keep_prob = 1.0 - self.rate
+    if rng is None:
+      rng = self.make_rng(self.rng_collection)
+    rows, total = parallel.global_rows(inputs.shape[0])
+    shape = [total, *inputs.shape[1:]]
+    for dim in self.broadcast_dims:
+      shape[dim] = 1
+    mask = jax.random.bernoulli(rng, p=keep_prob, shape=shape)
+    if rows is not None and mask.shape[0] != 1:
+      mask = mask[rows]
+    mask = jnp.broadcast_to(mask, inputs.shape)
+    return lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))

@@ -5,12 +5,20 @@ ResNet-34 as its stem and compares ResNet-18 and ResNet-50; this file holds
 the trunk for any model that needs one and an ImageNet-style `Model`
 (global average pool + Dense 'output') for classification pretraining.
 
-Layout follows the torchvision definitions (v1.5 bottleneck: the stride
-sits on the 3x3 conv), so parameter counts match them exactly without the
-classifier: ResNet-18 11,176,512; ResNet-34 21,284,672; ResNet-50
-23,508,032 (tests/test_resnet.py). Batch-norm: torchvision's momentum 0.1
-(flax momentum 0.9) and epsilon 1e-5; convolutions use He-normal fan-out
-initialisation as torchvision does.
+Layout and arithmetic follow the torchvision definitions, so torchvision's
+ImageNet weights load and compute the same function (au_jax/weights.py;
+tests/test_weights_torchvision.py checks the trunk against a float64 numpy
+forward pass of torchvision's):
+  * v1.5 bottleneck: the stride sits on the 3x3 conv;
+  * every 3x3 conv pads 1 pixel on both sides, the 7x7/2 stem conv 3, the
+    3x3/2 max-pool 1 (with -inf: `nn.max_pool` pads with the reduction's
+    initial value, as PyTorch's max-pool ignores its padding); flax's
+    'SAME' would pad a stride-2 conv of an even-sized map 0 before and 1
+    after, shifting every sample by one pixel against torchvision's grid;
+  * parameter counts without the classifier: ResNet-18 11,176,512;
+    ResNet-34 21,284,672; ResNet-50 23,508,032 (tests/test_resnet.py);
+  * batch-norm: torchvision's momentum 0.1 (flax momentum 0.9) and epsilon
+    1e-5; convolutions He-normal fan-out initialised as torchvision's.
 
 Deviation (named): `width` scales every channel count (64 = the standard
 network); CPU and test configs use a narrower trunk.
@@ -33,6 +41,8 @@ DEPTHS = {
 }
 _BOTTLENECK_EXPANSION = 4
 _conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# torchvision's padding of a 3x3 conv at any stride (module docstring).
+_PAD_3X3 = ((1, 1), (1, 1))
 
 
 def output_channels(depth: int, width: int = 64) -> int:
@@ -58,9 +68,9 @@ class BasicBlock(nn.Module):
   def __call__(self, x: Array) -> Array:
     residual = x
     y = self.conv(self.features, (3, 3), (self.strides, self.strides),
-                  name='conv1')(x)
+                  padding=_PAD_3X3, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.features, (3, 3), name='conv2')(y)
+    y = self.conv(self.features, (3, 3), padding=_PAD_3X3, name='conv2')(y)
     y = self.norm(name='bn2')(y)
     if residual.shape != y.shape:
       residual = self.conv(self.features, (1, 1), (self.strides, self.strides),
@@ -82,7 +92,7 @@ class BottleneckBlock(nn.Module):
     y = nn.relu(self.norm(name='bn1')(
         self.conv(self.features, (1, 1), name='conv1')(x)))
     y = self.conv(self.features, (3, 3), (self.strides, self.strides),
-                  name='conv2')(y)
+                  padding=_PAD_3X3, name='conv2')(y)
     y = nn.relu(self.norm(name='bn2')(y))
     y = self.conv(self.features * _BOTTLENECK_EXPANSION, (1, 1),
                   name='conv3')(y)
@@ -118,14 +128,16 @@ class ResNet(nn.Module):
     """
     stage_sizes, block_type = _depth_spec(self.depth)
     block_cls = BasicBlock if block_type == 'basic' else BottleneckBlock
+    # 1x1 convs (and strided 1x1 projections) pad nothing; 3x3 and 7x7
+    # convs name their padding where they are built.
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             padding='SAME', kernel_init=_conv_init)
+                             padding='VALID', kernel_init=_conv_init)
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train, momentum=0.9,
         epsilon=1e-5, axis_name=self.axis_name, dtype=self.dtype)
     x = x.astype(self.dtype)
-    # torchvision pads the 7x7/2 conv by 3 and the 3x3/2 max-pool by 1;
-    # explicit padding keeps the same output sizes for odd inputs too.
+    # torchvision pads the 7x7/2 conv by 3 and the 3x3/2 max-pool by 1
+    # (with -inf) on both sides.
     x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)),
              name='conv1')(x)
     x = nn.relu(norm(name='bn1')(x))

@@ -45,6 +45,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from au_jax.models import layers
+
 Array = jax.Array
 
 # Convolutions per block (VGG paper table 1, configurations D and E).
@@ -185,7 +187,7 @@ class Model(nn.Module):
     x = Encoder(self.depth, self.width_multiplier, self.dtype,
                 name='encoder')(x)
     features = fully_connected(self, x.reshape(x.shape[0], -1), train)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
+    x = layers.Dropout(self.dropout_rate, deterministic=not train)(features)
     z = output_layer(self.num_aus, self.two_way_output, self.dtype,
                      fc_init=self.fc_init)(x)
     logits, aux = split_output(z, self.num_aus, self.two_way_output)
@@ -213,7 +215,7 @@ def fully_connected(module: nn.Module, x: Array, train: bool,
   units = scaled(module.fc_width, module.width_multiplier)
   for index, name in enumerate(names):
     if index:
-      x = nn.Dropout(module.dropout_rate, deterministic=not train)(x)
+      x = layers.Dropout(module.dropout_rate, deterministic=not train)(x)
     x = nn.relu(fc_layer(units, name, module.dtype,
                          getattr(module, 'fc_init', 'torchvision'))(x))
   return x

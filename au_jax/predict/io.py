@@ -1,33 +1,50 @@
 """Inputs and outputs of `au_jax.predict`: frames in, CSV, plot, annotation.
 
 - `expand_input`: a video, an image or a folder of images becomes one
-  `InputSpec` (one CSV); a missing file, an empty folder or an unknown file
-  type is a one-line ValueError naming the path.
+  `InputSpec` (one CSV); a missing file, a folder without images or an
+  unknown file type is a one-line ValueError naming the path. A folder's
+  entries that are not images are named in `InputSpec.skipped`.
+  `array_input`: RGB frames given as numpy arrays become one sequence.
+- `plan_inputs` classifies and names every input, and `plan_outputs`
+  refuses, before anything is written, two inputs that would write the
+  same file or an output that exists (unless overwrite). Naming rule
+  (`output_names`): an input's CSV is its path relative to the folder that
+  holds all inputs, extension replaced by `.csv` (`a/s1/clip.mp4` and
+  `a/s2/clip.mp4` give `s1/clip.csv` and `s2/clip.csv`; one input, or
+  inputs side by side, give `<stem>.csv`). Inputs that still share a name
+  (`x.jpg` beside `x.mp4`) are refused. `check_output_dir` refuses a
+  folder that cannot be written.
 - `FrameReader`: decodes frames in a background thread into a small bounded
   queue, so decoding overlaps detection and the model while memory stays
   flat with video length. A frame that cannot be decoded is still a `Frame`
-  (image None), counted in `unreadable`.
+  (image None, `error` says why), listed in `unreadable`.
 - `plot_tracks` and `annotate` read the finished CSV back (and, for
   annotate, decode the input a second time), so neither needs the video or
   its predictions in memory.
 """
 
+import collections
 import csv
 import dataclasses
 import math
 import os
 import queue
+import tempfile
 import threading
 import time
-from typing import Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, Sized
 
 import cv2
 import numpy as np
+
 from au_jax import visualize
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg',
                     '.mpeg', '.wmv', '.flv')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+# The input name (`file` column, `.attrs['results']`) and output name of
+# frames given as arrays.
+ARRAY_NAME = 'array'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,31 +52,47 @@ class InputSpec:
   """One input of a predict call.
 
   Attributes:
-    path: as given.
-    kind: 'video', 'image' or 'folder' (images in name order = frames).
-    files: the image files of a folder (one for 'image', empty for video).
-    stem: output name (`<stem>.csv`).
+    path: as given (`ARRAY_NAME` for arrays).
+    kind: 'video', 'image', 'folder' (images in name order = frames) or
+      'arrays' (RGB numpy frames, one sequence).
+    files: the image files of a folder (one for 'image', empty otherwise).
+    name: output name relative to the output folder, without extension
+      (`<name>.csv`); may hold folders (`output_names`).
+    skipped: a folder's entries that are not images (folders end in '/').
+    frames: for 'arrays', the iterable of [H, W, 3] uint8 RGB frames.
   """
   path: str
   kind: str
   files: tuple[str, ...]
-  stem: str
+  name: str
+  skipped: tuple[str, ...] = ()
+  frames: Iterable[np.ndarray] | None = dataclasses.field(default=None,
+                                                          compare=False)
 
 
 def expand_input(path: str) -> InputSpec:
   """Classifies `path`; raises ValueError (one line) when it is unusable."""
-  stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+  name = os.path.basename(os.path.abspath(path))
   if os.path.isdir(path):
-    files = tuple(sorted(
-        os.path.join(path, name) for name in os.listdir(path)
-        if name.lower().endswith(IMAGE_EXTENSIONS)))
+    files, skipped = [], []
+    for entry in sorted(os.listdir(path)):
+      full = os.path.join(path, entry)
+      if os.path.isdir(full):
+        skipped.append(entry + '/')
+      elif entry.lower().endswith(IMAGE_EXTENSIONS):
+        files.append(full)
+      else:
+        skipped.append(entry)
     if not files:
       raise ValueError(f'Folder {path} holds no images '
-                       f'({", ".join(IMAGE_EXTENSIONS)}).')
-    return InputSpec(path, 'folder', files, stem)
+                       f'({", ".join(IMAGE_EXTENSIONS)})'
+                       + (f'; skipped: {", ".join(skipped)}.' if skipped
+                          else '.'))
+    return InputSpec(path, 'folder', tuple(files), name, tuple(skipped))
   if not os.path.exists(path):
     raise ValueError(f'Input {path} does not exist.')
-  extension = os.path.splitext(path)[1].lower()
+  stem, extension = os.path.splitext(name)
+  extension = extension.lower()
   if extension in VIDEO_EXTENSIONS:
     return InputSpec(path, 'video', (), stem)
   if extension in IMAGE_EXTENSIONS:
@@ -69,40 +102,186 @@ def expand_input(path: str) -> InputSpec:
                    'folder of images.')
 
 
+def array_input(frames: np.ndarray | Iterable[np.ndarray]) -> InputSpec:
+  """Frames given as arrays: one [H, W, 3] uint8 RGB image, a [T, H, W, 3]
+  array or an iterable of [H, W, 3] frames, taken as one sequence (frames
+  1, 2, ...; timestamps 0, as for images). Frames are checked as they are
+  read (`FrameReader`)."""
+  if isinstance(frames, np.ndarray):
+    if frames.ndim not in (3, 4):
+      raise ValueError(f'An array input is one (H, W, 3) image or (T, H, W, '
+                       f'3) frames, got shape {frames.shape}.')
+    if frames.ndim == 3:
+      frames = [frames]
+  return InputSpec(ARRAY_NAME, 'arrays', (), ARRAY_NAME, frames=frames)
+
+
+def output_names(paths: Sequence[str]) -> list[str]:
+  """Output name of each input path (module doc): the path relative to the
+  inputs' common folder, a file's extension dropped.
+
+  `['a/s1/clip.mp4', 'a/s2/clip.mp4']` -> `['s1/clip', 's2/clip']`;
+  `['a/x.jpg', 'a/frames/']` -> `['x', 'frames']`.
+  """
+  absolute = [os.path.abspath(p) for p in paths]
+  if not absolute:
+    return []
+  common = os.path.commonpath([os.path.dirname(p) for p in absolute])
+  names = []
+  for path, full in zip(paths, absolute):
+    name = os.path.relpath(full, common)
+    names.append(name if os.path.isdir(path) else os.path.splitext(name)[0])
+  return names
+
+
+def output_files(spec: InputSpec, plot: bool, annotate: bool) -> list[str]:
+  """The files (a folder ends in '/') predicting `spec` writes, relative to
+  the output folder: `<name>.csv`, with plot `<name>_aus.png`, with annotate
+  `<name>_annotated.mp4` (video), `.png` (image) or `/` (a folder of
+  PNGs)."""
+  files = [f'{spec.name}.csv']
+  if plot:
+    files.append(f'{spec.name}_aus.png')
+  if annotate:
+    files.append(f'{spec.name}_annotated' + {
+        'video': '.mp4', 'image': '.png', 'folder': '/'}[spec.kind])
+  return files
+
+
+def check_output_dir(path: str) -> None:
+  """Checks that the output folder, or the nearest folder above it that
+  exists (where it will be created), takes files; ValueError (one line,
+  naming it) otherwise. Leaves nothing behind."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f'{path} is a file, not a folder.')
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f'{path} cannot be created: {existing} is a file.')
+  try:
+    # A real write: permission bits do not tell for root or read-only
+    # mounts.
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as error:
+    raise ValueError(f'{path} is not writable ({existing}: '
+                     f'{error.strerror or error}).') from None
+
+
+def plan_outputs(specs: Sequence[InputSpec], output_dir: str, plot: bool,
+                 annotate: bool, overwrite: bool) -> None:
+  """Refuses (ValueError listing every case, one per line) inputs whose
+  outputs would collide, and outputs that exist unless `overwrite`.
+
+  Runs before any input is predicted, so a refused call writes nothing.
+  """
+  if annotate and any(spec.kind == 'arrays' for spec in specs):
+    raise ValueError('annotate draws on the input files; frames given as '
+                     'arrays have none (plot the returned table instead).')
+  writers = collections.defaultdict(list)
+  for spec in specs:
+    for name in output_files(spec, plot, annotate):
+      writers[name].append(spec.path)
+  problems = [f'{" and ".join(paths)} would '
+              f'{"both" if len(paths) == 2 else "all"} write '
+              f'{os.path.join(output_dir, name)} (rename or move one)'
+              for name, paths in writers.items() if len(paths) > 1]
+  if not overwrite:
+    problems += [
+        f'{os.path.join(output_dir, name)} exists; --overwrite '
+        '(overwrite=True) replaces it' for name in writers
+        if os.path.lexists(os.path.join(output_dir, name.rstrip('/')))]
+  if problems:
+    raise ValueError('\n'.join(problems))
+
+
+def plan_inputs(paths: Sequence[str], output_dir: str, plot: bool = False,
+                annotate: bool = False, overwrite: bool = False
+                ) -> tuple[list[InputSpec], dict[str, str]]:
+  """Every input path classified and named before any is predicted.
+
+  Returns:
+    the usable inputs (names from `output_names`), {path: one-line error}
+    of the others.
+
+  Raises:
+    ValueError from `plan_outputs`: outputs would collide or exist.
+  """
+  specs, errors = [], {}
+  for path, name in zip(paths, output_names(paths)):
+    try:
+      specs.append(dataclasses.replace(expand_input(path), name=name))
+    except ValueError as error:
+      errors[path] = str(error)
+  plan_outputs(specs, output_dir, plot, annotate, overwrite)
+  return specs, errors
+
+
 @dataclasses.dataclass
 class Frame:
   """A decoded frame.
 
   Attributes:
     index: 1-based frame number.
-    timestamp: seconds ((index - 1) / fps; 0 for images).
+    timestamp: seconds ((index - 1) / fps; 0 for images and arrays).
     image: [H, W, 3] uint8 BGR, or None when the frame could not be decoded.
-    file: the file it came from (the video, or the image in a folder).
+    file: the file it came from (the video, the image in a folder, or
+      `ARRAY_NAME`).
+    error: why `image` is None (None when it was decoded).
   """
   index: int
   timestamp: float
   image: np.ndarray | None
   file: str
+  error: str | None = None
 
 
 _END = object()
 
 
+def _image_error(path: str) -> str:
+  """Why OpenCV could not decode the image file at `path`."""
+  try:
+    size = os.path.getsize(path)
+  except OSError as error:
+    return f'cannot be read ({error.strerror})'
+  if not size:
+    return 'empty file (0 bytes)'
+  return f'not an image OpenCV can decode ({size} bytes)'
+
+
+def _array_frame(frame: Any, index: int) -> np.ndarray:
+  """An RGB array frame as BGR (the frame order of decoded files)."""
+  frame = np.asarray(frame)
+  if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+    raise ValueError(f'Frame {index} of the array input: expected an '
+                     f'(H, W, 3) uint8 RGB image, got shape {frame.shape} '
+                     f'dtype {frame.dtype}.')
+  return np.ascontiguousarray(frame[..., ::-1])
+
+
 class FrameReader:
   """Iterates the frames of an input, decoded in a background thread.
 
-  Attributes (valid once iteration ends):
-    unreadable: frames that could not be decoded (they were still yielded,
-      image None).
+  Attributes:
+    total: frames expected (a video's container count, None when unknown).
+    unreadable: (file, frame index, reason) of each frame that could not be
+      decoded (still yielded, image None); complete once iteration ends.
     fps: the video's frame rate (0 for images).
     decode_seconds: time the thread spent decoding.
   """
 
   def __init__(self, spec: InputSpec, queue_size: int = 8):
     self.spec = spec
-    self.unreadable = 0
+    self.unreadable: list[tuple[str, int, str]] = []
     self.fps = 0.0
     self.decode_seconds = 0.0
+    if spec.kind == 'arrays':
+      self.total = (len(spec.frames) if isinstance(spec.frames, Sized)
+                    else None)  # An iterator: unknown.
+    else:
+      self.total = len(spec.files) or None  # A video's: set below.
     self._queue = queue.Queue(maxsize=queue_size)
     self._stop = threading.Event()
     self._capture = None
@@ -115,8 +294,10 @@ class FrameReader:
       self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
       if not math.isfinite(self.fps) or self.fps <= 0:
         self.fps = 0.0
+      count = self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
+      self.total = int(count) if math.isfinite(count) and count > 0 else None
     self._thread = threading.Thread(target=self._run, daemon=True,
-                                    name=f'decode {spec.stem}')
+                                    name=f'decode {spec.name}')
 
   def __iter__(self) -> Iterator[Frame]:
     self._thread.start()
@@ -148,8 +329,9 @@ class FrameReader:
 
   def _run(self) -> None:
     try:
-      frames = (self._video_frames() if self.spec.kind == 'video'
-                else self._image_frames())
+      frames = {'video': self._video_frames,
+                'arrays': self._array_frames}.get(self.spec.kind,
+                                                  self._image_frames)()
       for frame in frames:
         if not self._put(frame):
           return
@@ -165,9 +347,15 @@ class FrameReader:
       start = time.perf_counter()
       image = cv2.imread(path, cv2.IMREAD_COLOR)
       self.decode_seconds += time.perf_counter() - start
+      error = None
       if image is None:
-        self.unreadable += 1
-      yield Frame(index, 0.0, image, path)
+        error = _image_error(path)
+        self.unreadable.append((path, index, error))
+      yield Frame(index, 0.0, image, path, error)
+
+  def _array_frames(self) -> Iterator[Frame]:
+    for index, frame in enumerate(self.spec.frames, start=1):
+      yield Frame(index, 0.0, _array_frame(frame, index), self.spec.path)
 
   def _video_frames(self) -> Iterator[Frame]:
     capture = self._capture
@@ -180,10 +368,12 @@ class FrameReader:
       if not ok:
         # A failed read before the container's frame count is a corrupt
         # frame: count it, keep its row, try the next one.
-        if index < expected - 1 and self.unreadable < expected:
+        if index < expected - 1 and len(self.unreadable) < expected:
           index += 1
-          self.unreadable += 1
-          yield Frame(index, self._timestamp(index), None, self.spec.path)
+          error = 'frame could not be decoded'
+          self.unreadable.append((self.spec.path, index, error))
+          yield Frame(index, self._timestamp(index), None, self.spec.path,
+                      error)
           continue
         return
       index += 1
@@ -331,9 +521,10 @@ def annotate(spec: InputSpec, csv_path: str, output_dir: str,
              aus: Sequence[int]) -> list[str]:
   """Copies of the input with boxes, face ids and active AUs drawn.
 
-  A video becomes `<stem>_annotated.mp4` (MPEG-4 part 2, the codec every
-  OpenCV build writes); an image `<stem>_annotated.png`; a folder a folder
-  `<stem>_annotated/` of PNGs. Returns the paths written.
+  A video becomes `<name>_annotated.mp4` (MPEG-4 part 2, the codec every
+  OpenCV build writes); an image `<name>_annotated.png`; a folder a folder
+  `<name>_annotated/` of PNGs (`output_files`). Returns the paths written.
+  An image that could not be decoded has no annotated copy.
   """
   by_frame = _rows_by_frame(csv_path, aus)
   reader = FrameReader(spec)
@@ -350,7 +541,7 @@ def annotate(spec: InputSpec, csv_path: str, output_dir: str,
       drawn = _draw(frame.image, faces)
       if spec.kind == 'video':
         if writer is None:
-          path = os.path.join(output_dir, f'{spec.stem}_annotated.mp4')
+          path = os.path.join(output_dir, f'{spec.name}_annotated.mp4')
           height, width = drawn.shape[:2]
           writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'),
                                    reader.fps or 25.0, (width, height))
@@ -359,12 +550,13 @@ def annotate(spec: InputSpec, csv_path: str, output_dir: str,
           written.append(path)
         writer.write(drawn)
       else:
-        folder = (output_dir if spec.kind == 'image' else
-                  os.path.join(output_dir, f'{spec.stem}_annotated'))
-        os.makedirs(folder, exist_ok=True)
-        name = os.path.splitext(os.path.basename(frame.file))[0]
-        path = os.path.join(folder, f'{name}_annotated.png'
-                            if spec.kind == 'image' else f'{name}.png')
+        if spec.kind == 'image':
+          path = os.path.join(output_dir, f'{spec.name}_annotated.png')
+        else:
+          folder = os.path.join(output_dir, f'{spec.name}_annotated')
+          os.makedirs(folder, exist_ok=True)
+          name = os.path.splitext(os.path.basename(frame.file))[0]
+          path = os.path.join(folder, f'{name}.png')
         if not cv2.imwrite(path, drawn):
           raise ValueError(f'OpenCV cannot write image {path}.')
         written.append(path)

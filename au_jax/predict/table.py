@@ -5,9 +5,17 @@ Table (OpenFace 2 conventions, so its analysis scripts read it): `frame`
 `face_x face_y face_width face_height` (frame pixels), then `AUxx_r` (only
 for models that predict intensity), `AUxx_c` (0/1 at the run's threshold)
 and `AUxx_p` (probability), each block in the run's AU order as OpenFace
-groups its _r and _c blocks, and last `file` (the image a folder frame came
-from). Every frame has a row: a frame without a face, or one that could not
-be decoded, has `success=0`, `face_id=-1` and empty box and AU cells.
+groups its _r and _c blocks, then `status` and last `file` (the input, or
+for a folder the image the frame came from). Every frame has a row: a frame
+without a face, or one that could not be decoded, has `success=0`,
+`face_id=-1` and empty box and AU cells; `status` tells them apart (`ok`: a
+face, scored; `no_face`: decoded, no face found; `unreadable`: the frame or
+image file could not be decoded). `success` keeps OpenFace's meaning (1 =
+a face was found), so OpenFace's scripts read the file unchanged.
+Landmark columns `x_0..x_67, y_0..y_67` (OpenFace's 2D landmarks, frame
+pixels, iBUG-68 order) follow the box: filled where the face detector gives
+landmarks (dlib, au_jax/preprocess/landmark_detector.py), empty otherwise
+(the Haar fallback, `faces='full_frame'`, frames without a face).
 
 Pass 1 (`Pass1`): faces from consecutive frames fill fixed-size batches
 (one compile), the next batch is prepared while the model runs the last,
@@ -40,6 +48,10 @@ from au_jax.predict import tracking
 
 BOX_COLUMNS = ('face_x', 'face_y', 'face_width', 'face_height')
 META_COLUMNS = ('frame', 'face_id', 'timestamp', 'confidence', 'success')
+LANDMARK_COLUMNS = (tuple(f'x_{i}' for i in range(68))
+                    + tuple(f'y_{i}' for i in range(68)))
+# `status` values; the spill file stores the index.
+STATUSES = ('ok', 'no_face', 'unreadable')
 _MIN_CALIBRATION_FRAMES = 25
 
 
@@ -49,16 +61,20 @@ def au_columns(aus: Sequence[int], intensity: bool = False) -> list[str]:
   return [f'AU{au:02d}_{s}' for s in suffixes for au in aus]
 
 
-def columns(aus: Sequence[int], intensity: bool = False) -> list[str]:
-  """Every column of a predict table, in order."""
-  return (list(META_COLUMNS) + list(BOX_COLUMNS) + au_columns(aus, intensity)
-          + ['file'])
+def columns(aus: Sequence[int], intensity: bool = False,
+            landmarks: bool = False) -> list[str]:
+  """Every column of a predict table, in order (module doc)."""
+  return (list(META_COLUMNS) + list(BOX_COLUMNS)
+          + (list(LANDMARK_COLUMNS) if landmarks else [])
+          + au_columns(aus, intensity) + ['status', 'file'])
 
 
 def raw_dtype(num_aus: int) -> np.dtype:
   return np.dtype([('frame', '<i4'), ('face_id', '<i4'),
                    ('timestamp', '<f8'), ('confidence', '<f4'),
-                   ('success', 'i1'), ('box', '<f4', (4,)),
+                   ('success', 'i1'), ('status', 'i1'),
+                   ('box', '<f4', (4,)),
+                   ('landmarks', '<f4', (68, 2)),  # nan: none found.
                    ('logits', '<f4', (num_aus,)),
                    ('intensity', '<f4', (num_aus,))])
 
@@ -77,8 +93,8 @@ class Pass1:
 
   def __init__(self, run: predict_run.Run, options: Any, spill,
                timings):
-    self.run, self.options, self.spill, self.timings = run, options, spill, \
-        timings
+    self.run, self.options = run, options
+    self.spill, self.timings = spill, timings
     self.dtype = raw_dtype(len(run.aus))
     self.pending: list[_PendingFrame] = []
     self.faces: list[np.ndarray] = []
@@ -151,21 +167,26 @@ class Pass1:
       return
     start = time.perf_counter()
     rows = []
+    no_points = np.full((68, 2), np.nan, np.float32)
     for entry in self.pending[:done]:
       frame = entry.frame
       if not entry.faces:
-        rows.append((frame.index, -1, frame.timestamp, 0.0, 0,
-                     np.full(4, np.nan), np.full(len(self.run.aus), np.nan),
+        status = STATUSES.index('no_face' if frame.error is None
+                                else 'unreadable')
+        rows.append((frame.index, -1, frame.timestamp, 0.0, 0, status,
+                     np.full(4, np.nan), no_points,
+                     np.full(len(self.run.aus), np.nan),
                      np.full(len(self.run.aus), np.nan)))
       for k, found in enumerate(entry.faces):
         rows.append((frame.index, found.face_id, frame.timestamp,
-                     found.confidence, 1, found.box, entry.logits[k],
+                     found.confidence, 1, STATUSES.index('ok'), found.box,
+                     no_points if found.landmarks is None
+                     else found.landmarks, entry.logits[k],
                      entry.intensity[k]))
     np.array(rows, self.dtype).tofile(self.spill)
     self.rows += len(rows)
     del self.pending[:done]
     self.timings['write'] += time.perf_counter() - start
-
 
 
 def _logit(p: float) -> float:
@@ -212,7 +233,8 @@ def post_process(raw: np.ndarray, run: predict_run.Run, options: Any,
 
 def write_csv(path: str, spec: predict_io.InputSpec, raw: np.ndarray,
               probabilities: np.ndarray, run: predict_run.Run) -> int:
-  writer = predict_io.CsvWriter(path, columns(run.aus, run.intensity))
+  writer = predict_io.CsvWriter(
+      path, columns(run.aus, run.intensity, landmarks=True))
   try:
     chunk = 4096
     for start in range(0, len(raw), chunk):
@@ -223,9 +245,15 @@ def write_csv(path: str, spec: predict_io.InputSpec, raw: np.ndarray,
       for k, record in enumerate(part):
         frame = int(record['frame'])
         file = (spec.files[frame - 1] if spec.kind == 'folder' else
-                spec.path)
+                spec.path)  # A video, an image or ARRAY_NAME.
         meta = [frame, int(record['face_id']), float(record['timestamp']),
                 float(record['confidence']), int(record['success'])]
+        points = record['landmarks']
+        # OpenFace's x_0..x_67 then y_0..y_67; empty without landmarks.
+        landmarks = ([None] * 136
+                     if np.isnan(points).any() or (points < 0).all() else
+                     [float(v) for v in points[:, 0]]
+                     + [float(v) for v in points[:, 1]])
         if record['success']:
           box = [float(v) for v in record['box']]
           values = ([float(v) for v in record['intensity']]
@@ -235,7 +263,8 @@ def write_csv(path: str, spec: predict_io.InputSpec, raw: np.ndarray,
         else:
           box = [None] * 4
           values = [None] * len(au_columns(run.aus, run.intensity))
-        rows.append(meta + box + values + [file])
+        rows.append(meta + box + landmarks + values
+                    + [STATUSES[int(record['status'])], file])
       writer.write(rows)
   except BaseException:
     writer.close(keep=False)

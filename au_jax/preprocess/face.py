@@ -4,16 +4,18 @@ Every output is a similarity transform `M` ([2, 3], image -> crop pixels)
 applied with `cv2.warpAffine`, so a crop and an aligned face are the same
 operation and landmarks follow the image exactly (`transform_points`).
 
-- Detection: OpenCV's Viola-Jones Haar cascade, as the CAUD thesis
-  (caud_thesis.txt 5.1.5) pre-processes BP4D. It runs on a copy scaled to at
-  most `detect_max_side` pixels, because Haar time grows with image area and
-  BP4D frames are 1040x1392.
+- Detection: dlib's HOG (default) or CNN face detector with its 68-point
+  landmark model (`landmark_detector`, the optional `faces` extra). Without
+  it, OpenCV's Viola-Jones Haar cascade, as the CAUD thesis
+  (caud_thesis.txt 5.1.5) pre-processes BP4D, on a copy scaled to at most
+  `detect_max_side` pixels (Haar time grows with image area and BP4D frames
+  are 1040x1392); one log line says so.
 - Crop: a square box around the detection enlarged by `margin` on each side.
 - Alignment: rotate so the eye centres are level and scale so their distance
   is a fixed share of the output (LP-Net, lpnet_cvpr2019.txt sec. 3.2 and 4.1,
   aligns "based on the two eye centers"). LP-Net takes the eyes from 68 CE-CLM
-  landmarks; we take them from dataset landmarks when present, else from a Haar
-  eye cascade. The template (eye midpoint at (0.5, 0.4) of the output, eye
+  landmarks; we take them from dataset landmarks when present, else from the
+  detector's 68 landmarks, else (Haar only) from a Haar eye cascade. The template (eye midpoint at (0.5, 0.4) of the output, eye
   distance 0.3 of its width) is ours: the paper does not give one.
 """
 
@@ -23,11 +25,20 @@ import functools
 import cv2
 import numpy as np
 
+from au_jax.preprocess import landmark_detector
+
 # iBUG-68 indices of the eye contours (0-based): right eye 36-41, left 42-47
 # (subject's right eye is on the image's left).
 IBUG_RIGHT_EYE = tuple(range(36, 42))
 IBUG_LEFT_EYE = tuple(range(42, 48))
 _EYE_SEARCH_WIDTHS = (160, 120, 200)
+DETECTORS = ('hog', 'cnn', 'haar')
+# Confidence of every Haar box. The cascade only accepts or rejects: its
+# last-stage weight is no face score (it marks six coins of scikit-image's
+# coins.png as faces at weights whose logistic is 0.88-0.97, as high as a
+# real face), so all Haar boxes get the value a dlib score maps to at its
+# own threshold: "found, no further evidence".
+HAAR_CONFIDENCE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +48,15 @@ class FaceOptions:
   Attributes:
     image_size: output side S in pixels (square).
     mode: 'crop' (detected box + margin) or 'aligned' (eye-centre similarity).
+    detector: 'hog' or 'cnn' (dlib, with 68 landmarks; module
+      `landmark_detector`) or 'haar' (OpenCV, no landmarks). dlib's
+      detectors fall back to Haar when the `faces` extra is absent.
     margin: share of the detected box side added on every side of a crop.
     detect_max_side: frames are scaled so their longer side is at most this
-      before Haar detection (coordinates are mapped back).
-    min_face_fraction: smallest face side Haar searches for, as a share of
-      the scaled frame's shorter side.
+      before Haar detection (coordinates are mapped back). dlib instead
+      scales the frame so the smallest face is its 80-pixel window.
+    min_face_fraction: smallest face side searched for, as a share of the
+      frame's shorter side.
     scale_factor: Haar pyramid step. 1.2 halves detection time (measured
       ~70 -> ~40 ms on a 1392x1040 frame here, noisy shared CPU) at a
       coarser box; 1.1 is OpenCV's usual value.
@@ -50,6 +65,7 @@ class FaceOptions:
   """
   image_size: int = 256
   mode: str = 'crop'
+  detector: str = 'hog'
   margin: float = 0.2
   detect_max_side: int = 480
   min_face_fraction: float = 0.15
@@ -61,6 +77,9 @@ class FaceOptions:
     if self.mode not in ('crop', 'aligned'):
       raise ValueError(f"FaceOptions.mode must be 'crop' or 'aligned', got "
                        f'{self.mode!r}.')
+    if self.detector not in DETECTORS:
+      raise ValueError(f'FaceOptions.detector must be one of {DETECTORS}, '
+                       f'got {self.detector!r}.')
     if self.image_size < 8:
       raise ValueError(f'FaceOptions.image_size {self.image_size} < 8.')
 
@@ -71,10 +90,15 @@ class FaceResult:
 
   Attributes:
     image: [S, S, 3] uint8, same channel order as the input.
-    landmarks: [N, 2] float32 (x, y) in `image` pixels, -1 where absent.
-    face_found: False when neither Haar nor landmarks located a face (the
-      image is then a centre crop of the frame).
-    source: how the face was located: 'haar', 'landmarks' or 'centre'.
+    landmarks: [68, 2] float32 (x, y) in `image` pixels, -1 where absent.
+    face_found: False when neither a detector nor landmarks located a face
+      (the image is then a centre crop of the frame).
+    source: how the face was located: 'hog', 'cnn', 'haar' (detectors),
+      'landmarks' (the dataset's points) or 'centre'.
+    landmark_source: 'dataset' (given by the caller), 'detector' (dlib's
+      68-point fit) or 'none' (all -1).
+    confidence: the detector's confidence (`landmark_detector.confidence`,
+      HAAR_CONFIDENCE for Haar); 0 when no detector found the face.
     aligned: True when eye alignment was applied.
     matrix: [2, 3] float64 frame -> image similarity transform.
   """
@@ -84,6 +108,8 @@ class FaceResult:
   source: str
   aligned: bool
   matrix: np.ndarray
+  landmark_source: str = 'none'
+  confidence: float = 0.0
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,7 +134,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
 def detect_face(image: np.ndarray, max_side: int = 480,
                 min_face_fraction: float = 0.15,
                 scale_factor: float = 1.1) -> np.ndarray | None:
-  """The largest Haar frontal face in `image`.
+  """The largest Haar frontal face in `image` (no landmarks, no score).
 
   Args:
     image: [H, W, 3] (BGR or RGB: Haar uses grey levels) or [H, W] uint8.
@@ -253,36 +279,92 @@ def centre_matrix(height: int, width: int, size: int) -> np.ndarray:
                                side, side]), size, 0.0)
 
 
+@dataclasses.dataclass
+class LocatedFace:
+  """The largest face of a frame as a detector reports it.
+
+  Attributes:
+    box: [4] float64 (x, y, w, h) in frame pixels.
+    confidence: in (0, 1) (FaceResult.confidence).
+    landmarks: [68, 2] float32 iBUG-68 frame pixels, or None (Haar).
+    source: the detector that ran: 'hog', 'cnn' or 'haar'.
+  """
+  box: np.ndarray
+  confidence: float
+  landmarks: np.ndarray | None
+  source: str
+
+
+def detector_in_use(wanted: str) -> str:
+  """`wanted`, or 'haar' (logged once) when dlib's models are missing."""
+  if wanted != 'haar' and not landmark_detector.available():
+    landmark_detector.log_fallback(wanted)
+    return 'haar'
+  return wanted
+
+
+def locate_face(image: np.ndarray, options: FaceOptions) -> LocatedFace | None:
+  """The largest face of `image` by `options.detector`, or None.
+
+  Args:
+    image: [H, W, 3] uint8 BGR or [H, W] frame.
+    options: detector and search sizes.
+  """
+  detector = detector_in_use(options.detector)
+  if detector == 'haar':
+    box = detect_face(image, options.detect_max_side,
+                      options.min_face_fraction, options.scale_factor)
+    return None if box is None else LocatedFace(box, HAAR_CONFIDENCE, None,
+                                                'haar')
+  min_side = options.min_face_fraction * min(image.shape[:2])
+  found = landmark_detector.detect(image, detector, min_side,
+                                   with_landmarks=False)
+  if not found:
+    return None
+  largest = max(found, key=lambda d: d.box[2] * d.box[3])
+  return LocatedFace(largest.box, largest.confidence,
+                     landmark_detector.fit_landmarks(image, largest.box),
+                     detector)
+
+
 def process_face(image: np.ndarray, landmarks: np.ndarray | None,
                  options: FaceOptions) -> FaceResult:
   """Detects, crops or aligns, and resizes one frame.
 
-  The face box comes from Haar; where Haar misses and the dataset gives
-  landmarks, from the landmarks; else the frame's centre square is used and
-  `face_found` is False. In 'aligned' mode the eyes come from landmarks when
-  present, else the Haar eye cascade; when neither gives both eyes the frame
-  falls back to the crop (`aligned` False) so the caller can count it.
+  The face box comes from the detector; where it misses and the dataset
+  gives landmarks, from the landmarks; else the frame's centre square is used
+  and `face_found` is False. The stored landmarks are the dataset's when
+  given, else the detector's 68 points (dlib), else all -1. In 'aligned'
+  mode the eyes come from those landmarks, else (Haar) the Haar eye cascade;
+  when neither gives both eyes the frame falls back to the crop (`aligned`
+  False) so the caller can count it.
 
   Args:
-    image: [H, W, 3] uint8 frame.
+    image: [H, W, 3] uint8 BGR frame.
     landmarks: [68, 2] iBUG-68 (x, y) frame pixels, -1 absent; or None.
     options: FaceOptions.
 
   Returns:
-    FaceResult; its landmarks are [68, 2] (all -1 when none were given).
+    FaceResult; its landmarks are [68, 2] in the output image's pixels.
   """
-  if landmarks is None:
+  given = landmarks is not None and bool((landmarks >= 0).all(axis=1).any())
+  located = locate_face(image, options)
+  if given:
+    landmark_source = 'dataset'
+  elif located is not None and located.landmarks is not None:
+    landmarks, landmark_source = located.landmarks, 'detector'
+  else:
     landmarks = np.full((68, 2), -1, np.float32)
+    landmark_source = 'none'
   size = options.image_size
-  box = detect_face(image, options.detect_max_side, options.min_face_fraction,
-                    options.scale_factor)
-  source = 'haar'
-  if box is None:
+  box, source, confidence = None, 'centre', 0.0
+  if located is not None:
+    box, source, confidence = located.box, located.source, located.confidence
+  else:
     box = landmark_box(landmarks)
-    source = 'landmarks'
+    source = 'centre' if box is None else 'landmarks'
   if box is None:
     matrix = centre_matrix(image.shape[0], image.shape[1], size)
-    source = 'centre'
   else:
     matrix = crop_matrix(box, size, options.margin)
   aligned = False
@@ -297,7 +379,8 @@ def process_face(image: np.ndarray, landmarks: np.ndarray | None,
   face = _warp(image, matrix, size)
   return FaceResult(image=face, landmarks=transform_points(landmarks, matrix),
                     face_found=source != 'centre', source=source,
-                    aligned=aligned, matrix=matrix)
+                    aligned=aligned, matrix=matrix,
+                    landmark_source=landmark_source, confidence=confidence)
 
 
 def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:

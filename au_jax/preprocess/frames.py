@@ -15,13 +15,18 @@ the jobs
 
 and print a build summary at the end (`build_runners.BuildStats`).
 
-Three modules hold the rest, and their public names are re-exported here, so
-builders and tests import everything from this module:
+Three modules hold the rest (builders import them directly):
 
 - `frame_reading`: finding, decoding and label-pairing a job's frames,
   named problems and the damaged-frame limit;
 - `build_runners`: the worker processes and the summary;
 - `build_beam`: the Beam pipeline and its counters.
+
+Landmarks: every record's `landmarks` are the release's where the builder
+reads them (au_jax/preprocess/landmarks.py, DATASET_LANDMARKS), else the 68
+points dlib fits at build time (face.process_face), else -1; the build
+summary counts each ('landmarks_from_dataset', 'landmarks_from_detector',
+'landmarks_missing').
 """
 
 import collections
@@ -48,27 +53,31 @@ class FaceBuilderConfig(tfds.core.BuilderConfig):
 
   Attributes:
     image_size: stored side S (records hold [S, S, 3] uint8).
-    mode: 'crop' (Haar box + margin) or 'aligned' (eye-centre similarity).
+    mode: 'crop' (face box + margin) or 'aligned' (eye-centre similarity).
+    detector: face_lib.FaceOptions.detector ('hog', 'cnn' or 'haar').
     margin: crop margin per side as a share of the face box.
     encoding: 'jpeg' (real frames) or 'png'.
   """
   image_size: int = 256
   mode: str = 'crop'
+  detector: str = 'hog'
   margin: float = 0.2
   encoding: str = 'jpeg'
 
   def face_options(self) -> face_lib.FaceOptions:
     return face_lib.FaceOptions(image_size=self.image_size, mode=self.mode,
-                                margin=self.margin)
+                                detector=self.detector, margin=self.margin)
 
 
 def standard_configs() -> list[FaceBuilderConfig]:
   """crop (default) / aligned at 256 px, and 64 px 'tiny' ones for tests."""
   return [
-      FaceBuilderConfig(name='crop', description='Haar face box + 20% '
-                        'margin, 256x256 JPEG (default).'),
+      FaceBuilderConfig(name='crop', description='Face box (dlib HOG, Haar '
+                        'without dlib) + 20% margin, 256x256 JPEG '
+                        '(default).'),
       FaceBuilderConfig(name='aligned', mode='aligned', description='Eye-'
-                        'centre similarity alignment, 256x256 JPEG.'),
+                        'centre similarity alignment (eyes from the 68 '
+                        'landmarks), 256x256 JPEG.'),
       FaceBuilderConfig(name='tiny', image_size=64, description='crop at '
                         '64x64, for tests and CPU smoke runs.'),
       FaceBuilderConfig(name='tiny_aligned', image_size=64, mode='aligned',
@@ -93,9 +102,11 @@ def frame_example(image_bgr: np.ndarray, landmarks: np.ndarray | None,
     image_bgr: [H, W, 3] uint8 frame as OpenCV reads it.
     landmarks: [68, 2] iBUG-68 frame pixels (-1 absent) or None.
     occurrence: [C] int 1/0/-1; intensity: [C] float, -1 not coded.
-    counts: updated with 'frames' and 'face_<haar|landmarks|centre>',
-      'not_aligned' when aligned mode fell back to a crop, and 'blank_frame'
-      for a flat frame (stored with face_found=False, landmarks ignored).
+    counts: updated with 'frames', 'face_<hog|cnn|haar|landmarks|centre>'
+      (how the face was found), 'landmarks_from_<dataset|detector>' or
+      'landmarks_missing', 'not_aligned' when aligned mode fell back to a
+      crop, and 'blank_frame' for a flat frame (stored with face_found=False,
+      landmarks ignored).
   """
   if int(image_bgr.max()) - int(image_bgr.min()) <= BLANK_RANGE:
     counts['blank_frame'] += 1
@@ -103,6 +114,8 @@ def frame_example(image_bgr: np.ndarray, landmarks: np.ndarray | None,
   result = face_lib.process_face(image_bgr, landmarks, options)
   counts['frames'] += 1
   counts[f'face_{result.source}'] += 1
+  counts[('landmarks_missing' if result.landmark_source == 'none' else
+          f'landmarks_from_{result.landmark_source}')] += 1
   if options.mode == 'aligned' and not result.aligned:
     counts['not_aligned'] += 1
   return {
@@ -199,8 +212,13 @@ class FaceFramesBuilder(tfds.core.GeneratorBasedBuilder,
   name), returned by `jobs` and `job_function`.
   """
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First au_jax release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'First au_jax release.',
+      '1.1.0': 'Faces found by dlib HOG (Haar without dlib); 68 landmarks '
+                'fitted by dlib where the release has none; aligned mode '
+                'takes the eyes from them.',
+  }
   BUILDER_CONFIGS = standard_configs()
   DATASET = ''
   HOMEPAGE = ''

@@ -36,3 +36,33 @@ def to_ibug68(points: np.ndarray) -> np.ndarray:
     raise ValueError(f'Unknown landmark layout with {len(points)} points; '
                      'expected 49, 66 or 68.')
   return out
+
+
+# Where each dataset's record `landmarks` come from, for checks that need
+# them before any data is read (config_checks refuses LP-Net's P-Net on a
+# dataset whose records carry none):
+#   'release': read from the download (mapped by `to_ibug68`); a frame
+#     without a file gets the detector's points;
+#   'detector': fitted at build time by dlib's 68-point model
+#     (au_jax/preprocess/landmark_detector.py), -1 where no face was found;
+#   'rendered': drawn with the face (synthetic_au).
+# BP4D's 49-point files ship with some releases only and their layout is not
+# documented, so BP4D uses the detector. A dataset missing from this table
+# has no landmarks.
+DATASET_LANDMARKS = {
+    'synthetic_au': 'rendered',
+    'bp4d': 'detector',
+    'disfa': 'release',
+    'unbc_mcmaster': 'release',
+    'fera2017': 'detector',
+    'ck_plus': 'release',
+    'rafd': 'detector',
+    'lfw': 'detector',
+    'celeba': 'detector',
+    'vggface2': 'detector',
+}
+
+
+def has_landmarks(dataset: str) -> bool:
+  """True when `dataset`'s records carry landmarks (DATASET_LANDMARKS)."""
+  return DATASET_LANDMARKS.get(dataset) is not None
