@@ -563,6 +563,8 @@ RULES: dict[str, Rule] = {
     'median_window': Rule(_median_ok, "an int >= 1, 'tune' or None", 0),
     'progress_bar': boolean(),
     'svm_on_fc9': boolean(),
+    'oversample_positives': boolean(),
+    'au_subject_pairs': boolean(),
     'svm_max_train_frames': ints(1),
     'host_augmentation': boolean(),
     'flow': boolean(),

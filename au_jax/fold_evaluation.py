@@ -6,8 +6,9 @@ test frames unchanged (protocols.md):
   * thresholds: 0.5, or with `config.tune_thresholds` per-AU thresholds
     tuned on the full validation split (postprocess.tune_thresholds,
     regularised by `config.min_positives_for_threshold`);
-  * smoothing: `config.median_window` = 1/None (off), an odd window, or
-    'tune' (chosen on validation from {1, 3, ..., 11}), applied per video
+  * smoothing: `config.median_window` = 1/None (off), a window, or 'tune'
+    (chosen on validation from AUNets' {3, 5, 7, 9, 10, 11},
+    postprocess.MEDIAN_WINDOWS), applied per video
     (subject, sequence, view);
   * the best checkpoint: `config.best_metric` = 'f1' (validation mean F1
     under the same rule as at test) or 'auc'; classification runs use

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 import pytest
 
+from au_jax import releases
 from au_jax import weights
 from au_jax.predict import run as predict_run
 from configs import aunets as aunets_config
@@ -145,8 +146,8 @@ def test_converted_release_predicts_the_release_logit(fusion, tmp_path):
   state = release_state(fusion)
   source = tmp_path / f'AU{AU}.npz'
   np.savez(source, **state)
-  directory = weights.convert_aunets_release(
-      str(source), AU, weights.RELEASE_VARIANTS[fusion],  # e.g. 'Conv'.
+  directory = releases.convert_aunets_release(
+      str(source), AU, releases.RELEASE_VARIANTS[fusion],  # e.g. 'Conv'.
       str(tmp_path / 'run'), config=narrow_paper_config(fusion), fold=2)
   run = predict_run.load_run(directory)
   assert run.aus == (AU,) and run.config.model.fusion == fusion
@@ -182,12 +183,12 @@ def test_converted_release_predicts_the_release_logit(fusion, tmp_path):
 
 def test_cli_config_is_the_papers_and_errors_name_the_file(tmp_path,
                                                           capsys):
-  config = weights.aunets_release_config(CONFIG_FILE, 'pi_fc6')
+  config = releases.aunets_release_config(CONFIG_FILE, 'pi_fc6')
   assert config.to_dict() == aunets_config.get_config(
       'paper-pi_fc6').to_dict()
   source = tmp_path / 'AU12.npz'
   np.savez(source, **release_state('rgb'))
-  code = weights.main(['convert-aunets', f'--input={source}', '--au=12',
+  code = releases.main(['convert-aunets', f'--input={source}', '--au=12',
                        '--variant=pi_conv', f'--output={tmp_path / "run"}',
                        f'--config={CONFIG_FILE}'])
   error = capsys.readouterr().err
@@ -198,7 +199,7 @@ def test_cli_config_is_the_papers_and_errors_name_the_file(tmp_path,
   for args, message in (
       (['--au=3'], 'one model per BP4D AU'),
       (['--variant=Vertical'], "variant 'Vertical'")):
-    code = weights.main(['convert-aunets', f'--input={source}', '--au=12',
+    code = releases.main(['convert-aunets', f'--input={source}', '--au=12',
                          f'--output={tmp_path / "run"}',
                          f'--config={CONFIG_FILE}'] + args)
     assert code == 2 and message in capsys.readouterr().err

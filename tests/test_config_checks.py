@@ -246,7 +246,7 @@ def test_regex_fields(config):
 
 
 @pytest.mark.parametrize('value,ok', [
-    (1, True), (3, True), ('tune', True), (None, True), (2, False),
+    (1, True), (3, True), ('tune', True), (None, True), (2, True), (10, True),
     (0, False), (-1, False), ('median', False)])
 def test_median_window(config, value, ok):
   with config.unlocked():

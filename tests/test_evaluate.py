@@ -113,8 +113,54 @@ def test_median_smooth_stays_inside_each_video():
       [0.1, 0.2, 0.3, 0.8, 0.8])  # padded 0.1 0.1 | 0.1 .. 0.8 | 0.8 0.8
   assert postprocess.median_smooth(predictions, sequence, 1).tolist() == \
       predictions.tolist()
-  with pytest.raises(ValueError, match='odd'):
-    postprocess.median_smooth(predictions, sequence, 4)
+  with pytest.raises(ValueError, match='>= 1'):
+    postprocess.median_smooth(predictions, sequence, 0)
+
+
+def test_median_smooth_even_window_by_hand():
+  # Window 4 at frame t covers t-2, t-1, t, t+1 (edges repeated) and takes
+  # the upper middle of the 4 sorted values.
+  values = np.array([0, 0, 1, 1, 0, 1, 0])[:, None]
+  # padded: 0 0 | 0 0 1 1 0 1 0 | 0
+  # t=0: 0 0 0 0 -> 0   t=1: 0 0 0 1 -> 0   t=2: 0 0 1 1 -> 1
+  # t=3: 0 1 1 0 -> 1   t=4: 1 1 0 1 -> 1   t=5: 1 0 1 0 -> 1
+  # t=6: 0 1 0 0 -> 0
+  np.testing.assert_array_equal(
+      postprocess.median_smooth(values, np.zeros(7), 4)[:, 0],
+      [0, 0, 1, 1, 1, 1, 0])
+  # The paper's 10: a 5-5 tie is positive; a 4-6 split is not.
+  tie = np.array([1] * 5 + [0] * 5)[:, None]
+  smoothed = postprocess.median_smooth(tie, np.zeros(10), 10)[:, 0]
+  # t=4 covers (edge-padded) frames -1..8: 1 1 1 1 1 1 0 0 0 0 -> 1;
+  # t=5 covers 0..9: five 1s, five 0s -> 1; t=6 covers 1..10(=9): four
+  # 1s, six 0s -> 0.
+  assert smoothed[4:7].tolist() == [1, 1, 0]
+  assert smoothed.dtype == tie.dtype
+  probabilities = np.array([0.1, 0.9, 0.2, 0.3, 0.8, 0.4])[:, None]
+  # Window 2 at t covers t-1, t: the larger of the two.
+  np.testing.assert_allclose(
+      postprocess.median_smooth(probabilities, np.zeros(6), 2)[:, 0],
+      [0.1, 0.9, 0.9, 0.3, 0.8, 0.8])
+  # Equal to scipy.ndimage's median filter (edge mode) on one video.
+  ndimage = pytest.importorskip('scipy.ndimage')
+  rng = np.random.default_rng(0)
+  scores = rng.random((23, 2))
+  for window in postprocess.MEDIAN_WINDOWS:
+    np.testing.assert_allclose(
+        postprocess.median_smooth(scores, np.zeros(23), window),
+        ndimage.median_filter(scores, size=(window, 1), mode='nearest'))
+
+
+def test_median_windows_are_the_papers():
+  assert postprocess.MEDIAN_WINDOWS == (3, 5, 7, 9, 10, 11)
+  labels = np.array([1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0])[:, None]
+  scores = np.array([1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0], float)[:, None]
+  best, scored = postprocess.tune_median_window(
+      labels, scores, np.array([0.5]), np.zeros(12))
+  assert sorted(scored) == [3, 5, 7, 9, 10, 11]
+  # Window 3 fills the lone 0 at frame 4: F1 of the labels vs that.
+  assert scored[3] == pytest.approx(100 * 2 * 7 / (7 + 8))
+  assert best == 3
 
 
 def _fold(f1, auc, frames):

@@ -241,6 +241,87 @@ def test_mixed_batches_layout_and_exact_resume(tiny_data_dir):
   assert expected[0]['triplet_seed'][0] != first['triplet_seed'][0]
 
 
+
+def test_au_subject_pairs_pair_frames_of_one_subject(tiny_data_dir):
+  config = _config()
+  config.data_dir = tiny_data_dir
+  config.au_subject_pairs = True
+  config.batch_size = 12  # 2 devices x (2 AU frames = 1 pair + 2 pairs)
+  config.identity_share = 0.6
+  builder = prepare.get_builder('synthetic_au', 'tiny', tiny_data_dir)
+  data = input_pipeline.fold_data(config, builder, 1)
+  # The subject place of each training record, against the records' own
+  # subject field.
+  source = input_pipeline.split_source(data, 'train')
+  rows = method.training_subject_rows(data)
+  subjects = [source[i]['subject'] for i in range(len(source))]
+  subjects = [x.decode() if isinstance(x, bytes) else str(x)
+              for x in subjects]
+  train = [str(x) for x in data.subjects.train]
+  assert [train[r] for r in rows] == subjects
+  stream = method.au_subject_pairs(config, data, num_pairs=3, seed=5)
+  batch = next(stream)
+  identity = batch['subject_identity']
+  assert identity.shape == (6,)
+  assert (identity[0::2] == identity[1::2]).all()
+  assert (identity >= method.AU_SUBJECT_IDENTITY_BASE).all()
+  assert (identity - method.AU_SUBJECT_IDENTITY_BASE < len(train)).all()
+  # Two distinct frames of the pair (different images).
+  assert all((batch['image'][2 * k] != batch['image'][2 * k + 1]).any()
+             for k in range(3))
+  # In the mixed batch every AU row has its subject as identity, the two
+  # rows of a device are one pair, and the identity faces keep theirs.
+  mixed = next(method.train_batches(config, data, seed=3, devices=2))
+  identity = mixed['identity'].reshape(2, 6)
+  assert (identity[:, 0] == identity[:, 1]).all()
+  assert (identity[:, :2] >= method.AU_SUBJECT_IDENTITY_BASE).all()
+  assert (identity[:, 2:] < method.AU_SUBJECT_IDENTITY_BASE).all()
+  assert (identity[:, 2:] >= 0).all()
+  assert 'subject_identity' not in mixed
+  # An odd number of AU rows per device cannot be whole pairs.
+  config.batch_size = 10  # 2 devices x (3 AU frames + 1 pair)
+  config.identity_share = 0.4
+  with pytest.raises(ValueError, match='same-subject pairs'):
+    method.train_batches(config, data, seed=3, devices=2)
+
+
+def test_triplet_loss_on_au_subject_pairs_by_hand():
+  """Rows: AU frames of subjects A, A, B, B at angles 0, 53.13, 90, 180
+  degrees. cos: (0,1) .6, (0,2) 0, (0,3) -1, (1,2) .8, (1,3) -.6, (2,3) 0.
+  Hinge max(0, .5 - cos(a, p) + cos(a, n)):
+    a0 (p1): n2 -.1 -> 0, n3 -1.1 -> 0;  a1 (p0): n2 .7, n3 -.7 -> 0;
+    a2 (p3): n0 .5, n1 1.3;              a3 (p2): n0 -.5 -> 0, n1 -.1 -> 0.
+  8 triplets, sum 2.5: loss 0.3125, 3 active. Without the subject pairing
+  (identity -1 on AU rows, as before) no AU row is in any triplet."""
+  base = method.AU_SUBJECT_IDENTITY_BASE
+  embedding = jnp.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])
+  au = {'au_occurrence': np.zeros([4, 2], np.int32),
+        'image': np.zeros([4, 1], np.float32),
+        'subject_identity': np.array([base, base, base + 1, base + 1],
+                                     np.int32)}
+  faces = {'au_occurrence': np.full([2, 2], -1, np.int32),
+           'image': np.zeros([2, 1], np.float32),
+           'identity': np.array([7, 7], np.int32)}
+  batch = next(method.mixed_batches(iter([au]), iter([faces]), 4, 1, 1))
+  np.testing.assert_array_equal(batch['identity'],
+                                [base, base, base + 1, base + 1, 7, 7])
+  config = _config()
+  config.num_negatives = 4
+  # The AU rows alone (the identity pair's embeddings left out).
+  rows = {k: jnp.asarray(v[:4]) for k, v in batch.items()}
+  _, scalars = method.loss_fn((jnp.zeros([4, 2]), {'embedding': embedding}),
+                              rows, config)
+  assert float(scalars['num_triplets']) == 8
+  np.testing.assert_allclose(float(scalars['triplet_loss']), 2.5 / 8,
+                             rtol=1e-6)
+  np.testing.assert_allclose(float(scalars['triplet_active']), 3 / 8,
+                             rtol=1e-6)
+  unpaired = dict(rows, identity=jnp.full([4], -1, jnp.int32))
+  _, scalars = method.loss_fn((jnp.zeros([4, 2]), {'embedding': embedding}),
+                              unpaired, config)
+  assert float(scalars['num_triplets']) == 0
+  assert float(scalars['triplet_loss']) == 0.0
+
 # Runs in a fresh process: the host device count is fixed at JAX start-up.
 _SCRIPT = textwrap.dedent("""
     import flax.jax_utils, jax, jax.numpy as jnp, numpy as np

@@ -13,8 +13,16 @@ authors' code (../shared/reference/architectures.md, IdenNet section):
         of a's pair; up to 4 negatives per anchor, half the hardest (largest
         cosine to a) and half drawn at random from the other negatives.
 
-Batches come from `train_batches` (au_jax/methods/idennet.py): AU frames (identity
--1, no triplets) and same-identity pairs from an identity dataset (AUs -1).
+Batches come from `train_batches`: AU frames and same-identity pairs from an
+identity dataset (AUs -1). With `config.au_subject_pairs` (the authors'
+code: "each batch half AU-labelled pairs, half identity-only pairs") the AU
+frames come in same-subject pairs too (`au_subject_pairs`), each row's
+identity its subject (AU_SUBJECT_IDENTITY_BASE + the subject's place in the
+fold's training list), so the triplet term also pulls a subject's two AU
+frames together and pushes other subjects' frames and the identity faces
+away: the identity the fc6 - fc5 subtraction is meant to remove is that of
+the AU subjects too. Without it, AU rows carry identity -1 and take no part
+in the triplet term.
 
 Data parallelism: `loss_fn` runs per device under pmap (axis
 parallel.AXIS_NAME). Negatives are mined over the global batch (the
@@ -25,9 +33,10 @@ the anchor's global row, and both losses are normalised by global counts
 trainer's `pmean` of gradients and scalars equals the one-device values on
 the concatenated batch (tested with 8 host devices).
 
-Deviations, named: AU rows are not paired by subject (see `mixed_batches`), and the
-AU loss is averaged over AU rows only, not over the whole mixed batch (so the
-identity half does not halve the AU gradient).
+Deviations, named: with config.au_subject_pairs False (the CPU and test
+variants) AU rows are not paired by subject; the AU loss is averaged over AU
+rows only, not over the whole mixed batch (so the identity half does not
+halve the AU gradient).
 """
 
 
@@ -247,13 +256,20 @@ def train_batches(config: ml_collections.ConfigDict, data: Any, seed: int,
   Returns:
     MixedBatches (get_state / set_state give both streams' places).
   """
-  # Imported here: the data stack is not needed to compute the loss.
-
   devices = devices or parallel.device_count()
   per_device_au, per_device_pairs = rows_per_device(config, devices)
-  au_config = config.copy_and_resolve_references()
-  au_config.batch_size = per_device_au * devices
-  au_iterator = iter(input_pipeline.train_loader(au_config, data, seed))
+  if config.get('au_subject_pairs'):
+    if per_device_au % 2:
+      raise ValueError(
+          f'config.au_subject_pairs: {per_device_au} AU rows per device '
+          'cannot be whole same-subject pairs; make config.batch_size * (1 - '
+          'identity_share) / devices even.')
+    au_iterator = au_subject_pairs(config, data, per_device_au // 2 * devices,
+                                   seed)
+  else:
+    au_config = config.copy_and_resolve_references()
+    au_config.batch_size = per_device_au * devices
+    au_iterator = iter(input_pipeline.train_loader(au_config, data, seed))
   identity_builder = prepare.ensure_built(
       config.identity_dataset, config.identity_dataset_config,
       config.get('data_dir'), config.get('manual_dir'))
@@ -378,6 +394,96 @@ def identity_pairs(builder: tfds.core.DatasetBuilder, num_pairs: int,
   return iter(dataset.to_iter_dataset())
 
 
+# AU subjects' identities in the triplet term: far above any identity
+# dataset's (split indices < 2**30), so an AU subject never shares an
+# identity with a face of the identity dataset.
+AU_SUBJECT_IDENTITY_BASE = 1 << 30
+
+
+def training_subject_rows(data: input_pipeline.FoldData) -> np.ndarray:
+  """[R] place (0-based) in data.subjects.train of the subject of each
+  record of the training source (records are stored one subject per split
+  and read in the order of the list)."""
+  if data.views or data.holdout or data.flow:
+    raise ValueError('au_subject_pairs reads whole subject splits; it does '
+                     'not select views, hold out videos or add flow.')
+  counts = [data.builder.info.splits[s].num_examples
+            for s in data.subjects.train]
+  return np.repeat(np.arange(len(counts)), counts)
+
+
+class _SubjectPartner:
+  """Training record index -> it and another frame of its subject,
+  transformed as the AU stream's frames (input_pipeline), each with
+  'subject_identity' (AU_SUBJECT_IDENTITY_BASE + subject place)."""
+
+  def __init__(self, source, subject_of_row: np.ndarray, operations):
+    self.source, self.operations = source, operations
+    self.subject_of_row = subject_of_row
+    order = np.argsort(subject_of_row, kind='stable')
+    self.rows_of = np.split(order, np.cumsum(
+        np.bincount(subject_of_row))[:-1])
+
+  def _frame(self, index: int, rng: np.random.Generator) -> Batch:
+    element = self.source[index]
+    for operation in self.operations:
+      element = (operation.random_map(element, rng)
+                 if isinstance(operation, grain.transforms.RandomMap)
+                 else operation.map(element))
+    element = {k: v for k, v in element.items()
+               if np.asarray(v).dtype.kind in 'biuf'}
+    element['subject_identity'] = np.int32(
+        AU_SUBJECT_IDENTITY_BASE + int(self.subject_of_row[index]))
+    return transforms.to_batchable(element)
+
+  def __call__(self, index: int, rng: np.random.Generator) -> Batch:
+    rows = self.rows_of[int(self.subject_of_row[index])]
+    others = rows[rows != index]
+    partner = int(others[rng.integers(len(others))])
+    frames = [self._frame(int(index), rng), self._frame(partner, rng)]
+    return {key: np.stack([f[key] for f in frames]) for key in frames[0]}
+
+
+def au_subject_pairs(config: ml_collections.ConfigDict,
+                     data: input_pipeline.FoldData, num_pairs: int,
+                     seed: int):
+  """An endless, checkpointable stream of same-subject AU frame pairs.
+
+  Every training frame whose subject has another frame is visited once per
+  epoch in a shuffled order (as the plain AU stream visits them), each with
+  a partner drawn uniformly from its subject's other frames.
+
+  Args:
+    config: the run config (labels, resize / host augmentation as the AU
+      stream, input_pipeline).
+    data: the fold's data.
+    num_pairs: pairs per batch (rows: 2 * num_pairs).
+    seed: shuffles frames and draws partners and augmentation.
+
+  Returns:
+    A grain DatasetIterator of batches of 2 * num_pairs rows, a pair in
+    adjacent rows: the AU stream's numeric fields and 'subject_identity'
+    [2P] int32.
+  """
+  source = input_pipeline.split_source(data, 'train')
+  subject_of_row = training_subject_rows(data)
+  if len(subject_of_row) != len(source):
+    raise ValueError(f'au_subject_pairs: {len(source)} training records, '
+                     f'{len(subject_of_row)} counted over the subjects.')
+  frames_of = np.bincount(subject_of_row)
+  anchors = np.flatnonzero(frames_of[subject_of_row] >= 2)
+  if len(anchors) < num_pairs:
+    raise ValueError(f'au_subject_pairs: {len(anchors)} frames of subjects '
+                     f'with two frames, fewer than {num_pairs} pairs.')
+  operations = input_pipeline._record_transforms(  # pylint: disable=protected-access
+      config, data, train=True)
+  partner = _SubjectPartner(source, subject_of_row, operations)
+  dataset = (grain.MapDataset.source(anchors).shuffle(seed=seed)
+             .repeat(None).random_map(partner, seed=seed)
+             .batch(num_pairs, drop_remainder=True).map(_flatten_pairs))
+  return iter(dataset.to_iter_dataset())
+
+
 def _encode_state(state: Any) -> dict[str, Any]:
   # grain's DataLoader hands out bytes, a DatasetIterator a dict.
   if isinstance(state, bytes):
@@ -421,7 +527,12 @@ class MixedBatches:
       raise ValueError(
           f'mixed_batches: identity rows have {pairs["au_occurrence"].shape[1]}'
           f' AU columns, AU rows {num_aus}.')
-    au = dict(au, identity=np.full([d * a], -1, np.int32),
+    # AU rows join the triplet term only as same-subject pairs
+    # (`au_subject_pairs`: 'subject_identity'); else identity -1.
+    au_identity = (np.asarray(au['subject_identity'], np.int32)
+                   if 'subject_identity' in au
+                   else np.full([d * a], -1, np.int32))
+    au = dict(au, identity=au_identity,
               is_identity_row=np.zeros([d * a], bool))
     pairs = dict(pairs, identity=np.asarray(pairs['identity'], np.int32),
                  au_occurrence=np.full_like(au['au_occurrence'][:1], -1)
@@ -476,7 +587,8 @@ def mixed_batches(au_iterator: Iterator[Batch],
   Returns:
     An iterator of batches of devices * (per_device_au + 2 per_device_pairs)
     rows: the numeric fields both streams share, plus 'identity' [N] int32
-    (-1 on AU rows), 'is_identity_row' [N] bool and 'triplet_seed' [N]
+    (on AU rows their 'subject_identity' when the AU stream gives one, as
+    `au_subject_pairs` does, else -1), 'is_identity_row' [N] bool and 'triplet_seed' [N]
     int32 (one value per batch, drawn from (seed, batch number); it seeds the
     random negatives so that they are the same on any device count). AU
     labels on identity rows are all -1.

@@ -97,7 +97,8 @@ class Options:
     faces: 'detect' (Haar + tracking) or 'full_frame' (the frame's central
       square is the face: for inputs that are face crops already, e.g.
       synthetic_au frames).
-    smooth: median window (odd); None = the run's tuned window, 1 = off.
+    smooth: median window (even windows as postprocess.median_smooth);
+      None = the run's tuned window, 1 = off.
     calibrate: per-track baseline shift (au_jax/predict/table.py doc).
     calibration_percentile, calibration_floor: its parameters.
     batch_size: faces per model call (padded; one compile).
@@ -123,9 +124,8 @@ class Options:
     if self.faces not in ('detect', 'full_frame'):
       raise ValueError(f"faces must be 'detect' or 'full_frame', got "
                        f'{self.faces!r}.')
-    if self.smooth is not None and (self.smooth < 1 or self.smooth % 2 == 0):
-      raise ValueError(f'smooth must be an odd window >= 1, got '
-                       f'{self.smooth}.')
+    if self.smooth is not None and self.smooth < 1:
+      raise ValueError(f'smooth must be a window >= 1, got {self.smooth}.')
     if self.batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {self.batch_size}.')
 

@@ -46,7 +46,7 @@ def _define_flags() -> None:
                       'all inputs, extension dropped.')
   flags.DEFINE_boolean('overwrite', False, 'Replace outputs that exist '
                        '(else they are refused, nothing written).')
-  flags.DEFINE_integer('smooth', None, 'Median window (odd); default the '
+  flags.DEFINE_integer('smooth', None, 'Median window (>= 1); default the '
                        "run's tuned window, 1 = off.")
   flags.DEFINE_boolean('calibrate', False, 'Per-person baseline shift (see '
                        'au_jax/predict/table.py).')

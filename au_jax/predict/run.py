@@ -49,7 +49,7 @@ class Run:
     variables: {'params', 'batch_stats'} of the restored step.
     step: the restored step (best by validation F1, else the latest).
     thresholds: [C] decision thresholds on the probability.
-    median_windows: [C] odd median windows the run tuned (1 = none).
+    median_windows: [C] median windows the run tuned (1 = none).
     face_options: how faces are cut out of frames (the dataset's).
     intensity: True when the model returns `aux['au_intensity']`.
     apply_fn: jitted (variables, batch) -> (logits [B, C], intensity
