@@ -10,7 +10,9 @@ subject.
 
 A build holds `<data_dir>/.<dataset>.build.lock` (`fcntl.flock`, released by
 the kernel even when the process is killed): a second build of the same
-dataset into the same data_dir waits for the first, then finds it built.
+dataset into the same data_dir waits for the first, then finds it built. A
+process that the holder itself started (a worker that re-ran the caller's
+script) gets a `BuildLockError` at once instead: waiting would never end.
 Holding the lock, a build removes the scratch a killed earlier build left
 (`.<dataset>_frames_*` worker folders, TFDS `incomplete.*` folders) and says
 so in one log line; a failed or interrupted build removes its own.
@@ -30,6 +32,8 @@ from absl import app
 from absl import flags
 from absl import logging
 import tensorflow_datasets as tfds
+
+import au_jax
 
 DEFAULT_DATA_DIR = os.path.expanduser(
     os.environ.get('AU_JAX_DATA_DIR', '~/tensorflow_datasets'))
@@ -93,6 +97,10 @@ def prepare(name: str, config: str | None = None, data_dir: str | None = None,
     return _build(builder, manual_dir, beam_runner, force, beam_options)
 
 
+class BuildLockError(RuntimeError):
+  """The build lock is held by this process's own parent."""
+
+
 @contextlib.contextmanager
 def build_lock(data_dir: str, name: str) -> Iterator[None]:
   """Holds the build lock of dataset `name` in `data_dir` (waits for it).
@@ -100,6 +108,10 @@ def build_lock(data_dir: str, name: str) -> Iterator[None]:
   The lock file records the holder's pid and host for the waiting message;
   the kernel drops the lock when the holder exits or is killed, so a dead
   build never blocks the next one.
+
+  Raises:
+    BuildLockError: the holder is this process's parent, which waits for
+      this process: waiting for the lock would never end.
   """
   os.makedirs(data_dir, exist_ok=True)
   path = os.path.join(data_dir, f'.{name}.build.lock')
@@ -109,12 +121,21 @@ def build_lock(data_dir: str, name: str) -> Iterator[None]:
     except BlockingIOError:
       f.seek(0)
       owner = f.read().strip() or 'an unknown process'
+      if owner == _lock_owner(os.getppid()):
+        raise BuildLockError(
+            f'{name}: this process (pid {os.getpid()}) was started by the '
+            f'build of {name} into {data_dir} ({owner}, its parent) and would '
+            f'wait for that build\'s lock {path} forever. A worker process '
+            'ran the script that started the build again: start workers '
+            'that do not re-run the main module (au_jax.spawn_without_main)'
+            ', put the build under `if __name__ == "__main__":`, or build in '
+            'one process (AU_JAX_BUILD_WORKERS=0, AU_JAX_SYNTH_WORKERS=0).')
       logging.warning('Waiting for the build of %s into %s by %s to finish '
                       '(lock %s).', name, data_dir, owner, path)
       fcntl.flock(f, fcntl.LOCK_EX)
     f.seek(0)
     f.truncate()
-    f.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
+    f.write(_lock_owner(os.getpid()) + '\n')
     f.flush()
     try:
       yield
@@ -122,6 +143,10 @@ def build_lock(data_dir: str, name: str) -> Iterator[None]:
       f.seek(0)
       f.truncate()
       fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _lock_owner(pid: int) -> str:
+  return f'pid {pid} on {socket.gethostname()}'
 
 
 def stale_scratch(data_dir: str, name: str) -> list[str]:
@@ -175,7 +200,10 @@ def _build(builder: tfds.core.DatasetBuilder, manual_dir: str | None,
                      tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
   start = time.time()
   logging.info('Building %s into %s', builder.info.full_name, builder.data_dir)
-  builder.download_and_prepare(download_config=download_config)
+  # Build workers run library code: they need not re-run the caller's
+  # script, which may have no main guard (au_jax.spawn_without_main).
+  with au_jax.spawn_without_main():
+    builder.download_and_prepare(download_config=download_config)
   seconds = time.time() - start
   total = sum(s.num_examples for s in builder.info.splits.values())
   print(f'Built {builder.info.full_name}: {total} frames in '

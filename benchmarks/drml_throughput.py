@@ -11,8 +11,8 @@ Prints compile time and images/s (train step: forward + backward + update;
 inference: eval-mode forward) as the best of --repeats windows of --steps
 steps each.
 
-Measured 2026-11-21 on the shared 2-core CPU, XLA:CPU, float32, 12 AUs, with
-other engineers' jobs running (load average ~5): noisy, best of 3 windows.
+Measured 2026-11-21 on the shared 2-core CPU, XLA:CPU, float32, 12 AUs, noisy,
+best of 3 windows.
   170x170, batch 16 (the command above with --repeats=3):
     unrolled: train 2.8 img/s (5.8 s/step, compile 27 s), inference 6.2 img/s
     (earlier runs at load 7-8: train 1.6-2.4 img/s, einsum 1.3 img/s)

@@ -16,8 +16,7 @@ Prints images/s of a full train step (forward, backward, update) as the best
 of --repeats windows of --steps steps each.
 
 Measured on the shared 2-core CPU (XLA:CPU and PyTorch 2.13 CPU, float32,
-12 AUs, RGB) while other engineers' jobs ran (load average 13-19 on 2
-cores), so both numbers are low and noisy; the ratio is the useful part:
+12 AUs, RGB) on a shared machine, so both numbers are low and noisy; the ratio is the useful part:
   64x64, batch 32 (configs/idennet.py CPU job), --steps=3 --repeats=3:
     jax 5.4 img/s (compile 22 s), torch 9.9 img/s
   128x128, batch 16 (paper input), --steps=2 --repeats=2:

@@ -17,8 +17,8 @@ torch is a benchmark-only extra (never an au_jax dependency):
       --batch_size=8 --width=64 --steps=2 --repeats=2
 
 Measured 2026-11-28 on the shared 2-core x86_64 CPU, Linux, python 3.11.7,
-jax 0.10.2 (XLA:CPU), torch 2.13.0+cpu, float32, 12 AUs, with other
-engineers' jobs running (load average 7-19 on 2 cores: figures within one
+jax 0.10.2 (XLA:CPU), torch 2.13.0+cpu, float32, 12 AUs, on a shared
+2-core machine (figures within one
 run are comparable, across runs they move by up to ~1.6x). img/s, train
 step (ms/step):
 

@@ -21,8 +21,7 @@ Prints images/s as the best of --repeats windows of --steps steps each
 
 Measured 2026-11-28 on the shared 2-core CPU (XLA:CPU and PyTorch 2.13 CPU,
 float32, full-width VGG-16, batch 8, 112x112 so pool5 is 3x3 and fc6 has
-4,608 inputs), with other engineers' jobs running (load average 12-18):
-noisy, best of 2 windows of 3 steps, the command above:
+4,608 inputs), noisy, best of 2 windows of 3 steps, the command above:
   VGG-16 train      JAX 1.06 img/s (7.5 s/step, compile 18 s)
                     PyTorch 1.37 img/s (5.8 s/step)
   VGG-16 inference  JAX 4.36 img/s (1.8 s/step); PyTorch 4.90 img/s (1.6 s)

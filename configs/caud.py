@@ -59,7 +59,7 @@ import ml_collections
 from configs import common
 
 
-# Issue 10 item 5 for `python -m au_jax.ablate --config=configs/caud.py`:
+# Rows of `python -m au_jax.ablate --config=configs/caud.py`:
 # the same CPU budget with the trunk from EmoNet (frozen), a frozen random
 # trunk, and every layer trained from scratch. The EmoNet run must exist in
 # each row's workdir (README: it is trained once and linked there).

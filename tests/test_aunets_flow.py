@@ -26,7 +26,7 @@ jax.config.update('jax_disable_most_optimizations', True)
 
 
 # ----------------------------------------------------------------------------
-# Flow as data (issue 11, item 1).
+# Flow as data.
 
 def test_neighbour_pairs_by_hand():
   # Shuffled records: video A (view 1) frames 0, 1, 2; the same sequence seen
@@ -158,8 +158,7 @@ def test_flow_magnitude_in_au_region_rises_at_onset():
 
 
 # ----------------------------------------------------------------------------
-# Runs: weights-only finished runs, the disk plan, resuming a per-AU plan
-# (issue 11, items 3 and 7).
+# Runs: weights-only finished runs, the disk plan, resuming a per-AU plan.
 
 def test_plan_disk_of_the_paper_plan_by_hand():
   sizes = train.plan_disk_bytes(aunets_config.get_config('paper'))

@@ -6,7 +6,13 @@ the pipeline opens `builder.as_data_source('S01+S02+...')` over them.
 Training batches come from a grain `DataLoader` (shuffled, endless, worker
 processes on a real run, 0 in tests) whose iterator state is checkpointed;
 evaluation reads every frame once, in order, padding the last batch and
-marking the padding in `mask`.
+marking the padding in `mask`. `model_batches` gives those evaluation
+batches as the model takes them (cropped and normalised), for a notebook.
+
+Loader workers start from a script without a main guard and from a notebook
+kernel alike: they do not re-run the main module
+(`au_jax.spawn_without_main_for`), and absl flags that nobody parsed keep
+their defaults (grain reads its own flags when workers start).
 """
 
 import dataclasses
@@ -15,6 +21,7 @@ import functools
 import hashlib
 from typing import Iterator
 
+from absl import flags
 from absl import logging
 import grain
 import jax
@@ -22,8 +29,10 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+import au_jax
 from au_jax import aus as aus_lib
 from au_jax import distributed
+from au_jax.data import device_transforms
 from au_jax.data import folds
 from au_jax import parallel
 from au_jax import prepare
@@ -101,7 +110,8 @@ def fold_data(config: ml_collections.ConfigDict,
                   flow_method=config.get('flow_method') or 'dis')
 
 
-def _source(builder: tfds.core.DatasetBuilder, subjects) -> grain.sources.RandomAccessDataSource:
+def _source(builder: tfds.core.DatasetBuilder,
+            subjects) -> grain.sources.RandomAccessDataSource:
   if not subjects:
     raise ValueError('No subjects to read.')
   try:
@@ -129,11 +139,12 @@ def _name_damaged_split(builder, subjects, error) -> str:
     except RuntimeError as subject_error:
       files = sorted(os.path.basename(f) for f in os.listdir(directory)
                      if f'-{subject}.' in f)
+      config = builder.builder_config.name if builder.builder_config else ''
       return (f'{directory}: the records of subject {subject} ({files}) '
               f'cannot be read ({str(subject_error).splitlines()[0][:160]}); '
               'the file is damaged (truncated copy, full disk?). Rebuild: '
               f'delete {directory} and run python -m au_jax.prepare '
-              f'{builder.name} --config={builder.builder_config.name if builder.builder_config else ""}.')
+              f'{builder.name} --config={config}.')
   return f'{directory}: cannot read the dataset files ({error}).'
 
 
@@ -245,10 +256,30 @@ def train_loader(config: ml_collections.ConfigDict, data: FoldData,
   shard_options = (grain.sharding.ShardOptions(
       shard_index=index, shard_count=processes, drop_remainder=True)
                    if processes > 1 else None)
+  if config.num_workers:
+    _prepare_grain_workers()
   return grain.DataLoader(
       data_source=source, sampler=sampler, operations=operations,
       worker_count=config.num_workers, shard_options=shard_options,
       worker_buffer_size=config.get('worker_buffer_size', 2))
+
+
+# grain names its worker processes so (ProcessPrefetchDatasetIterator).
+_GRAIN_WORKER_PREFIX = 'grain-process-prefetch'
+
+
+def _prepare_grain_workers() -> None:
+  """Lets grain start workers from any script or notebook.
+
+  grain reads absl flags (--grain_enable_multiprocess_worker_profiling)
+  when its workers start, which fails where nobody parsed flags (a script
+  without app.run, a notebook): they are marked parsed and keep their
+  defaults. Its workers get the pipeline by value (cloudpickle), so they
+  need not re-run the caller's script, which may lack a main guard.
+  """
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  au_jax.spawn_without_main_for(_GRAIN_WORKER_PREFIX)
 
 
 class _Subset:
@@ -359,6 +390,39 @@ def eval_batches(config: ml_collections.ConfigDict, data: FoldData,
     batch = {k: v for k, v in batch.items()
              if np.asarray(v).dtype.kind in 'biuf'}
     yield parallel.pad_batch(batch, batch_size)
+
+
+def model_batches(config: ml_collections.ConfigDict, data: FoldData,
+                  split: str = 'test', max_frames: int | None = None
+                  ) -> Iterator[dict[str, jax.Array]]:
+  """`eval_batches` as the model takes them: cropped and normalised.
+
+  For a notebook or script: `model.apply(variables, batch, train=False)`
+  gives (logits, aux) for each batch, as evaluation computes them.
+
+  Args:
+    config: the run's config (crop_size, resize_size, pixel_mean/std,
+      eval_batch_size, ...).
+    data: from `fold_data(config, open_dataset(config), fold)`.
+    split: 'train', 'validation' or 'test'; every frame once, in order.
+    max_frames: an evenly spaced subset of at most this many frames.
+
+  Yields:
+    Batches of config.eval_batch_size rows on the default device: 'image'
+    [B, S, S, 3] in config.dtype (S = config.crop_size; the centre crop,
+    normalised: device_transforms.eval_preprocess), 'landmarks' [B, 68, 2]
+    in that crop, 'au_occurrence' [B, C] (1, 0, -1 unknown; C =
+    len(config.aus)), 'mask' [B] (False on the last batch's padding),
+    'subject_code' / 'sequence_code' (transforms.decode_text_ids), and
+    'flow' where config.flow.
+  """
+  preprocess = jax.jit(
+      functools.partial(device_transforms.eval_preprocess, config=config))
+  for batch in eval_batches(config, data, split, max_frames):
+    if batch['image'].dtype == np.uint8:  # Else host_augmentation did it.
+      yield preprocess(batch)
+    else:
+      yield jax.device_put(batch)
 
 
 class _ProcessBlock:

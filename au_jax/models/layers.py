@@ -34,7 +34,7 @@ region_kernel_init = nn.initializers.variance_scaling(
 # Per-patch 3x3 convolution formulations (same parameters, same outputs).
 # Region layer alone, forward + backward (grads w.r.t. params and input, BN
 # in train mode), batch 16, 160x160x32, 8x8 grid, XLA:CPU on the shared
-# 2-core machine, 2026-11-21, load average 4-5 from other jobs, so noisy
+# 2-core machine, 2026-11-21, noisy
 # (best of 5 windows of 3 calls; grouped: one call):
 #   PYTHONPATH=. python benchmarks/region_layer.py --repeats=5
 #   PYTHONPATH=. python benchmarks/region_layer.py --implementations=grouped \

@@ -6,21 +6,20 @@ Beam pipeline per split (build_beam.py), or hands them to
 - `WorkerRunner`: one spawned worker process per subject, at most one per
   core at a time (the default): each streams its subject's examples to a
   pickle file in a scratch folder next to the dataset; the split generator
-  re-reads it in order, so memory stays at one frame. A worker that raises,
-  dies at start-up (spawn re-imports the caller's main module, which a
-  script fed on standard input cannot provide) or is killed (SIGKILL, out of
-  memory) ends the build with a `BuildWorkerError` naming the subject and
-  the cause; every other worker is stopped and the scratch folder removed.
-  (A `multiprocessing.Pool` replaces dead workers and waits forever.)
+  re-reads it in order, so memory stays at one frame. Workers do not re-run
+  the caller's main module (`au_jax.spawn_without_main`), so a build runs
+  from a script without a main guard, one fed on standard input, or a
+  notebook. A worker that raises, dies at start-up or is killed (SIGKILL,
+  out of memory) ends the build with a `BuildWorkerError` naming the
+  subject and the cause; every other worker is stopped and the scratch
+  folder removed. (A `multiprocessing.Pool` replaces dead workers and waits
+  forever.)
 
 At the end of a build the counts (frames, faces found by Haar, by
 landmarks, not found, not aligned, skipped frames), every named problem
 (damaged frame, label/video length mismatch, missing label file) and each
 AU's base rate are printed (`BuildStats`); under Beam they are also Beam
 metric counters, from which build_beam.py rebuilds the summary.
-
-`au_jax.preprocess.frames` re-exports the public names; import them from
-there.
 """
 
 import collections
@@ -40,6 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+import au_jax
 from au_jax.preprocess import face as face_lib
 from au_jax.preprocess.frame_reading import NAMED
 from au_jax.preprocess.frame_reading import check_damaged
@@ -135,13 +135,15 @@ class WorkerRunner:
   def _start(self, split: str) -> None:
     # spawn, not fork: a forked child inherits OpenCV's thread pool in a
     # broken state once the parent has run cv2 (seen: Haar detection hangs
-    # in every worker). Spawn re-imports the caller's main module.
+    # in every worker). The worker runs library code only, so it skips the
+    # caller's main module, which may be a script without a main guard.
     process = multiprocessing.get_context('spawn').Process(
         target=_worker_main, name=f'{self.name}-build-{split}',
         args=(self.process_job, split, self.jobs[split], self.options,
               self.encoding, self.name, self._path(split, '')),
         daemon=True)
-    process.start()
+    with au_jax.spawn_without_main():
+      process.start()
     self.processes[split] = process
 
   def _top_up(self) -> None:
@@ -198,10 +200,10 @@ class WorkerRunner:
     if not os.path.exists(self._path(split, 'started')):
       return BuildWorkerError(
           f'{where} died at start-up (exit code {code}) before it read a '
-          f'frame. Spawned workers re-import the main module{_main_hint()}: '
-          'run the build from a saved script with an `if __name__ == '
-          '"__main__":` guard or with `python -m au_jax.prepare`, or set '
-          'AU_JAX_BUILD_WORKERS=0 to build in this process.')
+          'frame: it could not load its job (its error is on standard '
+          'error above; the job function must be a module-level function of '
+          'an importable module). AU_JAX_BUILD_WORKERS=0 builds in this '
+          'process.')
     return BuildWorkerError(f'{where} exited with code {code} mid-build '
                             'without reporting an error.')
 
@@ -238,16 +240,6 @@ class WorkerRunner:
     for process in self.processes.values():
       process.join()
     shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-def _main_hint() -> str:
-  main = sys.modules.get('__main__')
-  path = getattr(main, '__file__', None)
-  if getattr(main, '__spec__', None) is None and path and not os.path.exists(
-      path):
-    return (f', and here it is {path!r}, which is not a file (a script fed '
-            'on standard input?)')
-  return ''
 
 
 # Test hook: '<subject>:<kill|raise|nospace>' makes that subject's worker
