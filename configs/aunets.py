@@ -32,8 +32,8 @@ validation F1; the fold's result stacks the per-AU models. Median
 smoothing of each video's binary predictions, one window tuned on
 validation from the paper's {3, 5, 7, 9, 10, 11} (postprocess.py: how the
 even window centres). Positives oversampled (config.oversample_positives,
-sec. 4.1.3; named deviation until au_jax/data/input_pipeline.py reads the
-field: no loader repeats positives yet, so today it is a no-op). Run
+sec. 4.1.3: input_pipeline.train_loader repeats each positive frame until
+positives balance negatives; each repeat gets its own random crop). Run
 order for `paper` (W any folder; a fusion F lives in W/F because the
 fusion is not part of a run's directory):
 

@@ -4,6 +4,7 @@ import grain
 import numpy as np
 import pytest
 
+from au_jax.data import input_pipeline
 from au_jax.data import transforms
 
 ABSENT = -1.0
@@ -259,3 +260,16 @@ def test_grain_pipeline_is_deterministic():
   for a, b in zip(first, second):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_oversampled_rows_balance_positives_by_hand():
+  # 2 positives, 6 negatives: each positive 3 times, order kept.
+  positive = np.array([0, 1, 0, 0, 1, 0, 0, 0], bool)
+  np.testing.assert_array_equal(
+      input_pipeline.oversampled_rows(positive),
+      [0, 1, 1, 1, 2, 3, 4, 4, 4, 5, 6, 7])
+  # No positives, or more positives than negatives: every row once.
+  np.testing.assert_array_equal(
+      input_pipeline.oversampled_rows(np.zeros(3, bool)), [0, 1, 2])
+  np.testing.assert_array_equal(
+      input_pipeline.oversampled_rows(np.array([1, 1, 0], bool)), [0, 1, 2])

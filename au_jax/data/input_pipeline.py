@@ -170,6 +170,32 @@ def _record_ids(builder: tfds.core.DatasetBuilder,
   return {k: np.asarray(v) for k, v in columns.items()}
 
 
+def oversampled_rows(positive: np.ndarray) -> np.ndarray:
+  """[N'] row indices repeating each positive row round(#neg / #pos)
+  times (at least once), negatives once, in the source's order.
+
+  Args:
+    positive: [N] bool, a row's label for the run's AU(s) is present.
+  """
+  positive = np.asarray(positive, bool)
+  count = int(positive.sum())
+  times = max(1, round((positive.size - count) / max(count, 1)))
+  return np.repeat(np.arange(positive.size), np.where(positive, times, 1))
+
+
+def _train_positives(data: FoldData, source) -> np.ndarray:
+  """[len(source)] bool: the training record has any of the run's AUs
+  present (label 1), read without decoding images."""
+  labels = data.builder.as_data_source(
+      split=folds.split_spec(data.subjects.train),
+      decoders={'image': tfds.decode.SkipDecoding()})
+  present = np.array([
+      (np.asarray(labels[i]['au_occurrence'])[data.label_indices] == 1).any()
+      for i in range(len(labels))], bool)
+  indices = getattr(source, '_indices', None)
+  return present if indices is None else present[np.asarray(indices)]
+
+
 def split_source(data: FoldData, split: str):
   """The random-access source of `split` ('train', 'validation', 'test'),
   restricted to `data.views` and the within-identity holdout."""
@@ -237,6 +263,11 @@ def train_loader(config: ml_collections.ConfigDict, data: FoldData,
   as batch k of a one-process run (rows interleaved by process).
   """
   source = split_source(data, 'train')
+  if config.get('oversample_positives'):
+    # AUNets (aunets_2017.txt sec. 4.1): positives repeated until they
+    # balance the negatives; each repeat gets its own random crop.
+    source = _Subset(source, oversampled_rows(_train_positives(data,
+                                                               source)))
   if len(source) < config.batch_size:
     raise ValueError(
         f'Only {len(source)} training frames for a batch of '
