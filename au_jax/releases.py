@@ -169,7 +169,7 @@ def release_params(arrays: dict[str, np.ndarray], path: str,
         f'{unexpected[:5]}; its keys look like variant '
         f'{_guess_release_variant(arrays)!r}.')
   abstract = _abstract_params(config)  # Shapes only.
-  target = weights.flat(abstract)
+  target = weights.flat_tree(abstract)
   scale = np.asarray(config.pixel_std, np.float32) / np.asarray(
       RELEASE_PIXEL_STD, np.float32)
   source, origins = {}, {}
@@ -196,7 +196,7 @@ def release_params(arrays: dict[str, np.ndarray], path: str,
     raise ValueError(f'{path}: the model has {missing_here[:5]}, which the '
                      f'release variant {fusion!r} does not fill.')
   # Every leaf is replaced: the shapes tree becomes the params.
-  return (weights.place(path, abstract, source, origins),
+  return (weights.place_tensors(path, abstract, source, origins),
           [stripped + key for key in unused])
 
 

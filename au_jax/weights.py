@@ -368,19 +368,19 @@ def vgg_params(arrays: dict[str, np.ndarray], path: str, layout: str,
   return params
 
 
-def flat(tree: PyTree, prefix: str = '') -> dict[str, Any]:
+def flat_tree(tree: PyTree, prefix: str = '') -> dict[str, Any]:
   """{'a/b/kernel': leaf} of nested mappings, in their order (so errors
   name a layer's kernel before its bias)."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, Mapping):
-      flat.update(flat(value, f'{prefix}{key}/'))
+      flat.update(flat_tree(value, f'{prefix}{key}/'))
     else:
       flat[f'{prefix}{key}'] = value
   return flat
 
 
-def place(path: str, target: PyTree, source: dict[str, Any],
+def place_tensors(path: str, target: PyTree, source: dict[str, Any],
            origins: dict[str, str] | None = None) -> PyTree:
   """`target` with the leaves of the flat `source` ({'a/b/kernel': array})
   put in; every source leaf must exist in `target` with the same shape.
@@ -388,7 +388,7 @@ def place(path: str, target: PyTree, source: dict[str, Any],
   origins: flat name -> the file's tensor name, for error messages.
   """
   origins = origins or {}
-  target_flat = flat(target)
+  target_flat = flat_tree(target)
   for name, value in source.items():
     where = f'{origins[name]} gives ' if name in origins else ''
     if name not in target_flat:
@@ -430,10 +430,10 @@ def load_vgg(path: str, params: PyTree, depth: int = 16,
     layout = detect_layout(arrays, path)
   elif layout not in LAYOUTS:
     raise ValueError(f"layout {layout!r}: expected 'auto' or one of {LAYOUTS}.")
-  source = flat(vgg_params(arrays, path, layout, depth))
+  source = flat_tree(vgg_params(arrays, path, layout, depth))
   if not include_output:
     source = {k: v for k, v in source.items() if not k.startswith('output/')}
-  return place(path, params, source, _vgg_origins(source, layout, depth))
+  return place_tensors(path, params, source, _vgg_origins(source, layout, depth))
 
 
 def _vgg_origins(flat: dict[str, Any], layout: str,
@@ -489,7 +489,7 @@ def load_resnet(arrays: dict[str, np.ndarray], path: str, params: PyTree,
       this depth does not (another depth), or a shape differs (another
       width); names the file and tensors.
   """
-  flat_params = flat(params)
+  flat_params = flat_tree(params)
   modules = sorted({name.rsplit('/', 1)[0] for name in flat_params})
   source_params, source_stats, origins = {}, {}, {}
   expected = set()
@@ -521,8 +521,8 @@ def load_resnet(arrays: dict[str, np.ndarray], path: str, params: PyTree,
         f'{missing[:6]}{" ..." if len(missing) > 6 else ""}, unexpected '
         f'{unexpected[:6]}{" ..." if len(unexpected) > 6 else ""} (another '
         'depth?).')
-  params = place(path, params, source_params, origins)
-  batch_stats = place(path, batch_stats, source_stats, origins)
+  params = place_tensors(path, params, source_params, origins)
+  batch_stats = place_tensors(path, batch_stats, source_stats, origins)
   return params, batch_stats, sorted(source_params) + sorted(source_stats)
 
 
@@ -602,8 +602,8 @@ def initial_variables(config: ml_collections.ConfigDict,
       source = module.adapt_params(models.create(config), source, params)
     except ValueError as error:
       raise ValueError(f'{path}: {error}') from None
-  loaded = flat(source)
-  params = place(path, params, loaded, _vgg_origins(loaded, layout, depth))
+  loaded = flat_tree(source)
+  params = place_tensors(path, params, loaded, _vgg_origins(loaded, layout, depth))
   fc8 = _vgg_source_names(layout, depth)['fc8']
   report.update(architecture=f'vgg{depth}',
                 loaded=sorted({name.rsplit('/', 1)[0] for name in loaded}),
