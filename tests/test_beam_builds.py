@@ -28,6 +28,7 @@ from array_record.python import array_record_module
 from au_jax import prepare
 import builder_testing as real  # build, records, dummy_dir.
 from au_jax.preprocess import build_beam
+from au_jax.preprocess import landmark_detector
 
 REAL = ('bp4d', 'disfa', 'unbc_mcmaster', 'fera2017')
 # The DirectRunner's batch engine. beam.runners.DirectRunner() (2.77) first
@@ -130,7 +131,9 @@ def test_beam_build_equals_local_build(builds, name):
       local_summary[0])
   assert beam_summary == local_summary
   if name == 'bp4d':  # Values from the dummy data (make_dummy_data.py).
-    assert beam_summary[0].startswith('bp4d: 9 frames; face by Haar 8, ')
+    found = ('dlib HOG 8, dlib CNN 0, Haar 0' if landmark_detector.available()
+             else 'dlib HOG 0, dlib CNN 0, Haar 8')  # The faces extra.
+    assert beam_summary[0].startswith(f'bp4d: 9 frames; face by {found}, ')
     assert "'skipped_labelled_frame_without_image': 1" in (
         '\n'.join(beam_summary))
 

@@ -74,12 +74,17 @@ class BuildStats:
   def summary(self) -> str:
     c = self.counts
     lines = [
-        f'{self.name}: {c["frames"]} frames; face by Haar {c["face_haar"]}, '
-        f'by dataset landmarks (Haar missed) {c["face_landmarks"]}, not found '
-        f'(centre crop, face_found=False) {c["face_centre"]}; aligned-mode '
-        f'fallbacks to crop {c["not_aligned"]}.']
-    standard = ('frames', 'face_haar', 'face_landmarks', 'face_centre',
-                'not_aligned')
+        f'{self.name}: {c["frames"]} frames; face by dlib HOG '
+        f'{c["face_hog"]}, dlib CNN {c["face_cnn"]}, Haar {c["face_haar"]}, '
+        f'dataset landmarks (detector missed) {c["face_landmarks"]}, not '
+        f'found (centre crop, face_found=False) {c["face_centre"]}; '
+        f'landmarks from the dataset {c["landmarks_from_dataset"]}, from the '
+        f'detector {c["landmarks_from_detector"]}, none '
+        f'{c["landmarks_missing"]}; aligned-mode fallbacks to crop '
+        f'{c["not_aligned"]}.']
+    standard = ('frames', 'face_hog', 'face_cnn', 'face_haar',
+                'face_landmarks', 'face_centre', 'landmarks_from_dataset',
+                'landmarks_from_detector', 'landmarks_missing', 'not_aligned')
     named = sorted(k[len(NAMED):] for k in c if k.startswith(NAMED))
     skips = {k: v for k, v in sorted(c.items()) if k.startswith('skipped_')}
     if skips:
