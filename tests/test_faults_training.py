@@ -14,6 +14,7 @@ from au_jax import runlock
 import numpy as np
 import shutil
 from au_jax.data import input_pipeline
+from au_jax.data import records
 import jax
 
 
@@ -137,7 +138,7 @@ def test_truncated_array_record_file_is_named(tiny_data_dir, tmp_path):
   builder = input_pipeline.open_dataset(config)
   data = input_pipeline.fold_data(config, builder, 1)
   subject = data.subjects.train[0]
-  with pytest.raises(input_pipeline.DamagedDatasetError,
+  with pytest.raises(records.DamagedDatasetError,
                      match=f'subject {subject} .*damaged.*au_jax.prepare'):
     input_pipeline.split_source(data, 'train')
   path = paths[0]

@@ -197,7 +197,6 @@ def parse_folds(value: int | str | Sequence[int],
   check_unique(folds, f'folds {original!r}')
   return tuple(folds)
 
-# pylint: enable=unused-import
 
 ALL = 'all'  # Every subject trains (cross-dataset protocol).
 

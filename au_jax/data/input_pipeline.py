@@ -34,6 +34,7 @@ from au_jax import aus as aus_lib
 from au_jax import distributed
 from au_jax.data import device_transforms
 from au_jax.data import folds
+from au_jax.data import records
 from au_jax import parallel
 from au_jax import prepare
 from au_jax.data import transforms
@@ -120,12 +121,8 @@ def _source(builder: tfds.core.DatasetBuilder,
       source[len(source) - 1]  # The end of the last file must read too.
     return source
   except RuntimeError as error:
-    raise DamagedDatasetError(_name_damaged_split(builder, subjects, error)
-                              ) from error
-
-
-class DamagedDatasetError(RuntimeError):
-  """A dataset file in the data dir cannot be read (truncated, corrupt)."""
+    raise records.DamagedDatasetError(
+        _name_damaged_split(builder, subjects, error)) from error
 
 
 def _name_damaged_split(builder, subjects, error) -> str:
@@ -139,12 +136,10 @@ def _name_damaged_split(builder, subjects, error) -> str:
     except RuntimeError as subject_error:
       files = sorted(os.path.basename(f) for f in os.listdir(directory)
                      if f'-{subject}.' in f)
-      config = builder.builder_config.name if builder.builder_config else ''
       return (f'{directory}: the records of subject {subject} ({files}) '
               f'cannot be read ({str(subject_error).splitlines()[0][:160]}); '
               'the file is damaged (truncated copy, full disk?). Rebuild: '
-              f'delete {directory} and run python -m au_jax.prepare '
-              f'{builder.name} --config={config}.')
+              f'{records.rebuild_command(builder)}.')
   return f'{directory}: cannot read the dataset files ({error}).'
 
 

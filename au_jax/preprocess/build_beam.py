@@ -8,9 +8,6 @@ for record (tests/test_beam_builds.py). The build counts and AU base rates
 are Beam metric counters `au_jax/<name>` (shown by the runner's UI), and
 `summary_from_counters` rebuilds the local build summary (`BuildStats`)
 from them once the pipeline has finished.
-
-`au_jax.preprocess.frames` re-exports the public names; import them from
-there.
 """
 
 import collections

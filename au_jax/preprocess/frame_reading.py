@@ -12,9 +12,6 @@ are never stored: each is a counted skip named in the summary, and more than
 $AU_JAX_MAX_DAMAGED_FRACTION (default 0.01) of a subject's frames is an
 error (`check_damaged`, applied by every build path), since a download that
 damaged that much is better fetched again.
-
-`au_jax.preprocess.frames` re-exports these names; builders import them
-from there.
 """
 
 import collections
