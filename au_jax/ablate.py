@@ -35,27 +35,29 @@ F1 ranges do not overlap); only those count.
 """
 
 
+import argparse
+import copy
 import hashlib
 import importlib.util
 import itertools
 import json
-import ml_collections
-import numpy as np
 import os
+import shutil
 import sys
 import time
 from typing import Any, Mapping, Sequence
-import copy
+
+from absl import app
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
 from au_jax import checkpointing
 from au_jax import runs
-import shutil
-from au_jax import train
-from absl import flags
-from ml_collections import config_flags
-from absl import app
 from au_jax import tables
+from au_jax import train
 from au_jax import visualize
-import argparse
 
 MARKER = 'ablation_run.json'
 
@@ -257,6 +259,7 @@ def run_ablation(base: ml_collections.ConfigDict,
   finished = {s: {} for s in seeds}  # last chain hash -> results.json
   timings = {}
   table = None
+  per_seed = {name: {} for name in row_names}
   for seed, name in itertools.product(seeds, row_names):
     config = row_config(base, name, rows[name], seed)
     run_workdir = os.path.join(workdir, name, f'seed_{seed}')
@@ -307,10 +310,71 @@ def run_ablation(base: ml_collections.ConfigDict,
     finished[seed].setdefault((chain[-1][0], path_tail(path)), path)
     with open(path) as f:
       results[name][seed] = json.load(f)
+    per_seed[name][str(seed)] = dict(
+        digest(results[name][seed]), **run_facts(config),
+        overrides=repr(rows[name]),
+        results=os.path.relpath(path, workdir))
     table = aggregate(results, config.aus, metric)
     table['timings_s'] = timings
     write_table(table, workdir)
+    write_seeds(per_seed, workdir)
   return table
+
+
+# ----------------------------------------------------------------------------
+# Per-seed results, small enough to commit (docs/results/, docs/tables.py)
+
+SEEDS_FILE = 'ablation_seeds.json'
+
+
+def digest(results: Mapping[str, Any]) -> dict[str, Any]:
+  """The numbers of a results.json a table can be made from: 'mean' and
+  'per_au' (their numeric entries), 'num_frames', 'aus', and per fold the
+  kept checkpoint's step and the test / validation subjects; per-frame
+  predictions are dropped."""
+  def numbers(entry: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in entry.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+  out = {'aus': [int(a) for a in results.get('aus', ())],
+         'num_frames': int(results.get('num_frames', 0)),
+         'mean': numbers(results['mean']),
+         'per_au': {str(au): numbers(entry)
+                    for au, entry in results['per_au'].items()}}
+  folds = results.get('folds')
+  if isinstance(folds, Mapping):
+    out['folds'] = {
+        str(k): {f: v[f] for f in ('checkpoint_step', 'test_subjects',
+                                   'validation_subjects') if f in v}
+        for k, v in folds.items() if isinstance(v, Mapping)}
+  for key in ('fold_protocol', 'std_mean_f1'):
+    if key in results:
+      out[key] = results[key]
+  return out
+
+
+def run_facts(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a table must say about a run's budget: its seed, whether 'f1'
+  used thresholds tuned on validation, and the training steps of each of
+  its stages in order (stage None for a single-stage method)."""
+  steps = {}
+  for stage in runs.stage_names(config):
+    staged = (config if stage is None else runs.apply_overlay(
+        config, config.stages[stage], f'config.stages.{stage}'))
+    steps[str(stage)] = int(staged.num_train_steps)
+  return {'seed': int(config.seed), 'method': config.method,
+          'dataset': f'{config.dataset}/{config.get("dataset_config")}',
+          'tune_thresholds': bool(config.get('tune_thresholds', False)),
+          'stage_steps': steps}
+
+
+def write_seeds(per_seed: Mapping[str, Mapping[str, Any]],
+                workdir: str) -> str:
+  """`<workdir>/ablation_seeds.json`: row -> seed -> digest, atomically."""
+  path = os.path.join(workdir, SEEDS_FILE)
+  text = json.dumps({'rows': per_seed}, indent=1, sort_keys=False)
+  tables._write_atomic(  # pylint: disable=protected-access
+      path, lambda f: f.write(text + '\n'))
+  return path
 
 
 def _parse_list(text: str, kind=str) -> list[Any]:

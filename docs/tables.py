@@ -1,0 +1,398 @@
+r"""Every results table in the docs, made from the per-seed results that are
+committed under docs/results/.
+
+  python docs/tables.py             # rewrite every table in README.md, docs/*.md
+  python docs/tables.py --check     # exit 1 naming each table that differs
+  python docs/tables.py collect NAME WORKDIR --command='bash docs/results/NAME.sh'
+      # a finished `python -m au_jax.ablate` workdir (its ablation_seeds.json)
+      # -> docs/results/NAME.json
+  python docs/tables.py collect NAME --run=ROW:SEED=RESULTS_JSON [...] \
+      --command='...'               # single runs (au_jax.main) -> the same
+
+A table in a Markdown file sits between two markers,
+
+  <!-- table: NAME KIND -->
+  ...                               (written by this script; never by hand)
+  <!-- end table -->
+
+NAME is a docs/results/NAME.json file and an entry of TABLES below (row
+labels, what each row's step budget is, which row pairs are compared and the
+paper's difference for each); KIND is one of
+
+  summary    per row: F1 at 0.5, F1 with thresholds tuned on validation, AUC
+             (each mean over seeds +- half-range, each seed in brackets) and
+             the all-present F1 (the floor);
+  verdicts   per compared pair: the difference under both decision rules and
+             whether it exceeds the seed spread, and the verdict;
+  per_au     per-AU F1 at 0.5 (mean over seeds); per_au_tuned: tuned F1;
+  run        one run, per AU: tuned F1, F1 at 0.5, accuracy, AUC, AP, floor.
+
+The rule (README, "How results are judged"): a difference is reproduced only
+where the two rows' seed ranges do not overlap under both rules, F1 at 0.5
+and F1 with tuned thresholds, in the paper's direction; otherwise it is "not
+detectable at this budget" (or "opposite to the paper", beyond the spread
+under both rules).
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from typing import Any, Mapping, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'docs', 'results')
+MARKER = re.compile(
+    r'(<!-- table: (?P<name>[\w.-]+) (?P<kind>\w+) -->\n)(?P<body>.*?)'
+    r'(<!-- end table -->)', re.S)
+
+# name -> {'rows': {key: (label, steps)}, 'pairs': [(a, b, paper delta or
+# None, what the step is)]}. A row's steps text says what training is behind
+# it; rows compared must have equal budgets or the text says how they differ.
+TABLES: dict[str, dict[str, Any]] = {
+    'drml_main': {'rows': {'drml': ('DRML, `configs/drml.py`', '360')},
+                  'pairs': []},
+    'lpnet_table3': {
+        'rows': {
+            'ResNet-34': ('ResNet-34 (no SL, no DA, no pretraining)', '150'),
+            'ResNet-34+SL': ('ResNet-34 + SL', '150'),
+            'ResNet-34+SL+DA': ('ResNet-34 + SL + DA (mirror)', '150'),
+            'Stem-Net': ('Stem-Net* (+ identity pretraining)',
+                         '100 (identities) + 150'),
+            'Stem-Net+L-Net': ('Stem-Net + L-Net',
+                               '100 + 150 + 150 (L-Net stage)'),
+            'Stem-Net+P-Net_without_Lr': (
+                'Stem-Net + P-Net without L_r', '100 + 150 + 150 (P-Net stage)'),
+            'Stem-Net+P-Net': ('Stem-Net + P-Net (with L_r)',
+                               '100 + 150 + 150 (P-Net stage)'),
+            'LP-Net': ('LP-Net (+ L-Net + P-Net, L_r)',
+                       '100 + 150 + 150 + 150'),
+        },
+        'pairs': [
+            ('ResNet-34', 'ResNet-34+SL', 1.5, 'SL'),
+            ('ResNet-34+SL', 'ResNet-34+SL+DA', 1.3, 'DA'),
+            ('ResNet-34+SL+DA', 'Stem-Net', 1.5, 'identity pretraining'),
+            ('Stem-Net', 'Stem-Net+L-Net', 2.2, 'L-Net'),
+            ('Stem-Net', 'Stem-Net+P-Net_without_Lr', 0.7,
+             'P-Net without L_r (steps differ: +150)'),
+            ('Stem-Net+P-Net_without_Lr', 'Stem-Net+P-Net', 1.1, 'L_r'),
+            ('Stem-Net+L-Net', 'LP-Net', 0.8, 'P-Net on L-Net (steps: +150)'),
+        ]},
+    'caud_trunks': {
+        'rows': {
+            'emonet_frozen': ('frozen EmoNet trunk + heads',
+                              '300 (heads), after EmoNet\'s 600 on emotion '
+                              'labels of the same training frames'),
+            'random_frozen': ('frozen random trunk + heads', '300 (heads)'),
+            'scratch': ('every layer from scratch', '300'),
+        },
+        'pairs': [
+            ('random_frozen', 'emonet_frozen', None,
+             'EmoNet trunk vs random trunk'),
+            ('scratch', 'emonet_frozen', None,
+             'EmoNet trunk vs every layer from scratch (EmoNet row: +600 '
+             'emotion steps)'),
+        ]},
+}
+
+SEPARATED = {True: 'beyond', False: 'within', None: 'one seed'}
+
+
+# ----------------------------------------------------------------------------
+# Numbers
+
+def seed_values(row: Mapping[str, Any], metric: str) -> list[float]:
+  """Each seed's mean over AUs of `metric` ('f1', 'f1_at_05', 'auc', ...),
+  in seed order; a seed without it is an error naming the metric."""
+  values = []
+  for seed in sorted(row, key=int):
+    mean = row[seed]['mean']
+    if metric not in mean:
+      raise KeyError(f'tables: seed {seed} has no mean {metric!r} '
+                     f'(has {sorted(mean)}).')
+    values.append(float(mean[metric]))
+  return values
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+  """(mean, min, max) of the seeds' values."""
+  return sum(values) / len(values), min(values), max(values)
+
+
+def separated(a: Sequence[float], b: Sequence[float]) -> bool | None:
+  """Whether the two rows' seed ranges do not overlap; None with fewer than
+  two seeds in either (no spread to judge by)."""
+  if min(len(a), len(b)) < 2:
+    return None
+  return max(a) < min(b) or max(b) < min(a)
+
+
+def verdict(diffs: Mapping[str, float], apart: Mapping[str, bool | None],
+            paper: float | None) -> str:
+  """The verdict on one step from its differences (b - a) and separation
+  under each decision rule (keys 'f1_at_05', 'f1')."""
+  if any(v is None for v in apart.values()):
+    return 'one seed: no spread to judge by'
+  if not all(apart.values()):
+    return 'not detectable at this budget'
+  signs = {d > 0 for d in diffs.values()}
+  if len(signs) > 1:
+    return 'the two rules disagree in sign: not detectable'
+  up = signs.pop()
+  if paper is None:
+    return ('higher' if up else 'lower') + ', beyond the spread under both rules'
+  if up == (paper > 0):
+    return 'reproduced (direction; beyond the spread under both rules)'
+  return 'opposite to the paper, beyond the spread under both rules'
+
+
+def _cell(values: Sequence[float]) -> str:
+  mean, low, high = spread(values)
+  seeds = ', '.join(f'{v:.1f}' for v in values)
+  if len(values) == 1:
+    return f'{mean:.1f} (one seed)'
+  return f'{mean:.1f} ± {(high - low) / 2:.1f} ({seeds})'
+
+
+def _floor(row: Mapping[str, Any]) -> str:
+  floors = [row[s]['mean'].get('baseline_f1') for s in row]
+  if any(f is None for f in floors):
+    return 'not recorded'
+  return f'{sum(floors) / len(floors):.1f}'
+
+
+def _tuned(row: Mapping[str, Any]) -> bool:
+  return all(seed.get('tune_thresholds', True) for seed in row.values())
+
+
+# ----------------------------------------------------------------------------
+# Markdown
+
+def _rows(name: str, data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+  """(key, label, steps) of the table's rows present in its results, in
+  TABLES order; a results row TABLES does not know is an error."""
+  spec = TABLES[name]['rows']
+  unknown = [r for r in data['rows'] if r not in spec]
+  if unknown:
+    raise KeyError(f'tables: docs/results/{name}.json has rows {unknown} that '
+                   f'TABLES[{name!r}] does not label.')
+  return [(k, *spec[k]) for k in spec if k in data['rows']]
+
+
+def summary(name: str, data: Mapping[str, Any]) -> str:
+  lines = ['| row | training steps | F1 @ 0.5 | F1, thresholds tuned on '
+           'validation | AUC | all-present F1 |',
+           '|---|---|---:|---:|---:|---:|']
+  for key, label, steps in _rows(name, data):
+    row = data['rows'][key]
+    tuned = (_cell(seed_values(row, 'f1')) if _tuned(row)
+             else 'not tuned (= F1 @ 0.5)')
+    auc = (_cell(seed_values(row, 'auc'))
+           if all('auc' in s['mean'] for s in row.values()) else 'not recorded')
+    lines.append(f'| {label} | {steps} | {_cell(seed_values(row, "f1_at_05"))}'
+                 f' | {tuned} | {auc} | {_floor(row)} |')
+  return '\n'.join(lines) + '\n'
+
+
+def verdicts(name: str, data: Mapping[str, Any]) -> str:
+  labels = {k: label for k, label, _ in _rows(name, data)}
+  lines = ['| step | paper | F1 @ 0.5 | F1 tuned | AUC | verdict |',
+           '|---|---:|---:|---:|---:|---|']
+  for a, b, paper, what in TABLES[name]['pairs']:
+    if a not in data['rows'] or b not in data['rows']:
+      continue
+    diffs, apart, cells = {}, {}, []
+    for metric in ('f1_at_05', 'f1', 'auc'):
+      va = seed_values(data['rows'][a], metric)
+      vb = seed_values(data['rows'][b], metric)
+      diffs[metric] = spread(vb)[0] - spread(va)[0]
+      apart[metric] = separated(va, vb)
+      cells.append(f'{diffs[metric]:+.1f}, {SEPARATED[apart[metric]]}')
+    rules = {m: apart[m] for m in ('f1_at_05', 'f1')}
+    if not _tuned(data['rows'][a]) or not _tuned(data['rows'][b]):
+      cells[1] = 'not tuned'
+    text = verdict({m: diffs[m] for m in rules}, rules, paper)
+    lines.append(f'| {labels[a]} -> {labels[b]}: {what} | '
+                 f'{"" if paper is None else f"{paper:+.1f}"} | '
+                 + ' | '.join(cells) + f' | {text} |')
+  return '\n'.join(lines) + '\n'
+
+
+def per_au(name: str, data: Mapping[str, Any], metric: str = 'f1_at_05') -> str:
+  rows = _rows(name, data)
+  aus = data['rows'][rows[0][0]][min(data['rows'][rows[0][0]], key=int)]['aus']
+  head = ['row'] + [f'AU{au}' for au in aus] + ['mean (± half-range)']
+  lines = ['| ' + ' | '.join(head) + ' |',
+           '|' + '|'.join(['---'] + ['---:'] * (len(head) - 1)) + '|']
+  for key, label, _ in rows:
+    row = data['rows'][key]
+    cells = [label]
+    for au in aus:
+      values = [float(row[s]['per_au'][str(au)][metric]) for s in row]
+      cells.append(f'{sum(values) / len(values):.1f}')
+    cells.append(_cell(seed_values(row, metric)))
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def run_table(name: str, data: Mapping[str, Any]) -> str:
+  ((key, label, _),) = _rows(name, data)[:1]
+  ((seed, run),) = list(data['rows'][key].items())[:1]
+  columns = [('f1', 'F1 (tuned)'), ('f1_at_05', 'F1 @ 0.5'),
+             ('accuracy', 'Acc'), ('auc', 'AUC'),
+             ('average_precision', 'AP'), ('baseline_f1', 'all-present F1')]
+  lines = ['| AU | ' + ' | '.join(c for _, c in columns) + ' |',
+           '|---|' + '---:|' * len(columns)]
+  for au in run['aus']:
+    entry = run['per_au'][str(au)]
+    lines.append(f'| {au} | ' + ' | '.join(
+        f'{entry[m]:.1f}' if m in entry else '-' for m, _ in columns) + ' |')
+  lines.append('| **mean** | ' + ' | '.join(
+      f'**{run["mean"][m]:.1f}**' if m in run['mean'] else '-'
+      for m, _ in columns) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+KINDS = {'summary': summary, 'verdicts': verdicts, 'per_au': per_au,
+         'per_au_tuned': lambda n, d: per_au(n, d, 'f1'), 'run': run_table}
+
+
+def load(name: str) -> dict[str, Any]:
+  path = os.path.join(RESULTS, name + '.json')
+  if name not in TABLES:
+    raise KeyError(f'tables: no TABLES entry {name!r} (known: '
+                   f'{sorted(TABLES)}).')
+  with open(path) as f:
+    return json.load(f)
+
+
+def render(text: str, where: str) -> str:
+  """`text` with every marked table rewritten from its results."""
+  def table(match: re.Match) -> str:
+    name, kind = match['name'], match['kind']
+    if kind not in KINDS:
+      raise ValueError(f'tables: {where}: unknown kind {kind!r} for {name} '
+                       f'(known: {sorted(KINDS)}).')
+    data = load(name)
+    source = (f'<sub>From `docs/results/{name}.json` (recorded '
+              f'{data.get("recorded", "?")}, commit {data.get("commit", "?")}'
+              f'; regenerate: `python docs/tables.py`).</sub>\n')
+    return (match.group(1) + '\n' + KINDS[kind](name, data) + '\n' + source
+            + match.group(5))
+  return MARKER.sub(table, text)
+
+
+def markdown_files() -> list[str]:
+  return [os.path.join(ROOT, 'README.md')] + sorted(
+      glob.glob(os.path.join(ROOT, 'docs', '*.md')))
+
+
+def rewrite(check: bool) -> int:
+  """Rewrites (or with check=True only compares) every file's tables;
+  returns the number of files that differ."""
+  differ = 0
+  for path in markdown_files():
+    with open(path) as f:
+      text = f.read()
+    new = render(text, os.path.relpath(path, ROOT))
+    if new != text:
+      differ += 1
+      if check:
+        print(f'tables: {os.path.relpath(path, ROOT)} differs from what its '
+              'results give (run: python docs/tables.py).')
+      else:
+        with open(path + '.tmp', 'w') as f:
+          f.write(new)
+        os.replace(path + '.tmp', path)
+        print(f'tables: rewrote {os.path.relpath(path, ROOT)}')
+  return differ
+
+
+# ----------------------------------------------------------------------------
+# Collecting finished runs
+
+def _commit() -> str:
+  try:
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
+                          capture_output=True, text=True,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def _single_run(spec: str) -> tuple[str, str, dict[str, Any]]:
+  """ROW:SEED=RESULTS_JSON -> (row, seed, digest with the run's facts)."""
+  sys.path.insert(0, ROOT)
+  from au_jax import ablate  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  match = re.fullmatch(r'([^:=]+):(\d+)=(.+)', spec)
+  if not match:
+    raise ValueError(f'tables: --run {spec!r} is not ROW:SEED=RESULTS_JSON.')
+  row, seed, path = match.groups()
+  with open(path) as f:
+    entry = ablate.digest(json.load(f))
+  configs = sorted(glob.glob(os.path.join(os.path.dirname(path), '**',
+                                          'config.json'), recursive=True))
+  if not configs:
+    raise FileNotFoundError(f'tables: no config.json under '
+                            f'{os.path.dirname(path)} (the run of {path}).')
+  with open(configs[0]) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  entry.update(ablate.run_facts(config))
+  return row, seed, entry
+
+
+def collect(name: str, workdir: str | None, runs_: Sequence[str],
+            command: str, commit: str | None = None) -> str:
+  if workdir:
+    with open(os.path.join(workdir, 'ablation_seeds.json')) as f:
+      rows = json.load(f)['rows']
+  else:
+    rows = {}
+  for spec in runs_:
+    row, seed, entry = _single_run(spec)
+    rows.setdefault(row, {})[seed] = entry
+  data = {'table': name, 'command': command,
+          'recorded': datetime.date.today().isoformat(),
+          'commit': commit or _commit(),
+          'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores, '
+                     'XLA:CPU float32',
+          'rows': rows}
+  os.makedirs(RESULTS, exist_ok=True)
+  path = os.path.join(RESULTS, name + '.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(data, f, indent=1)
+    f.write('\n')
+  os.replace(path + '.tmp', path)
+  return path
+
+
+def main(argv: Sequence[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  sub = parser.add_subparsers(dest='action')
+  parser.add_argument('--check', action='store_true',
+                      help='only compare; exit 1 when a table differs')
+  grab = sub.add_parser('collect', help='finished runs -> docs/results/')
+  grab.add_argument('name')
+  grab.add_argument('workdir', nargs='?')
+  grab.add_argument('--run', action='append', default=[],
+                    help='ROW:SEED=RESULTS_JSON (repeatable)')
+  grab.add_argument('--command', required=True,
+                    help='the command that made the runs (kept in the file)')
+  grab.add_argument('--commit', help='the commit the runs were made at '
+                    '(default: HEAD)')
+  args = parser.parse_args(argv)
+  if args.action == 'collect':
+    print(collect(args.name, args.workdir, args.run, args.command,
+                  args.commit))
+    return 0
+  return 1 if rewrite(args.check) and args.check else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
