@@ -169,6 +169,10 @@ ABLATION = {
 # synthetic_au/multiview fold 1), which must exist under each row's workdir
 # (<workdir>/rgb_emonet/seed_<s>/synthetic_au-multiview/classify_emotion).
 ABLATION['rgb_emonet'] = dict(ABLATION['rgb'], init_from=emonet_init(''))
+# The pi rows train 500 steps on top of the RGB row's 500: RGB alone for the
+# same 1,000 steps is the budget-matched row they must beat.
+ABLATION['rgb_1000steps'] = dict(ABLATION['rgb'], num_train_steps=1000,
+                                 eval_every_steps=500)
 
 
 def rgb_row_init() -> ml_collections.ConfigDict:

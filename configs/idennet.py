@@ -196,6 +196,9 @@ _CROSS = {'folds': 'all', 'test_dataset': 'synthetic_au',
 ABLATION = {
     'within': {},
     'within_no_identity': {'model.identity_branch': False},
+    # The paper's batches: AU frames also in same-subject pairs, so the AU
+    # subjects join the triplet term (the CPU job pairs identities only).
+    'within_subject_pairs': {'au_subject_pairs': True},
     'cross': dict(_CROSS),
     'cross_no_identity': dict(_CROSS, **{'model.identity_branch': False}),
 }
