@@ -311,7 +311,7 @@ def run_ablation(base: ml_collections.ConfigDict,
     with open(path) as f:
       results[name][seed] = json.load(f)
     per_seed[name][str(seed)] = dict(
-        digest(results[name][seed]), **run_facts(config),
+        digest_results(results[name][seed]), **run_facts(config),
         overrides=repr(rows[name]),
         results=os.path.relpath(path, workdir))
     table = aggregate(results, config.aus, metric)
@@ -327,7 +327,7 @@ def run_ablation(base: ml_collections.ConfigDict,
 SEEDS_FILE = 'ablation_seeds.json'
 
 
-def digest(results: Mapping[str, Any]) -> dict[str, Any]:
+def digest_results(results: Mapping[str, Any]) -> dict[str, Any]:
   """The numbers of a results.json a table can be made from: 'mean' and
   'per_au' (their numeric entries), 'num_frames', 'aus', and per fold the
   kept checkpoint's step and the test / validation subjects; per-frame

@@ -335,7 +335,7 @@ def _single_run(spec: str) -> tuple[str, str, dict[str, Any]]:
     raise ValueError(f'tables: --run {spec!r} is not ROW:SEED=RESULTS_JSON.')
   row, seed, path = match.groups()
   with open(path) as f:
-    entry = ablate.digest(json.load(f))
+    entry = ablate.digest_results(json.load(f))
   configs = sorted(glob.glob(os.path.join(os.path.dirname(path), '**',
                                           'config.json'), recursive=True))
   if not configs:

@@ -81,6 +81,14 @@ def test_pi_row_trains_from_the_rgb_rows_run(tiny_data_dir, tmp_path):
   workdir = str(tmp_path)
   table = ablate.run_ablation(base, rows, ['rgb', 'pi_fc6'], [0], workdir)
   assert set(table['rows']) == {'rgb', 'pi_fc6'}
+  # The per-seed digests docs/tables.py reads: each run's numbers and budget.
+  with open(os.path.join(workdir, ablate.SEEDS_FILE)) as f:
+    per_seed = json.load(f)['rows']
+  assert per_seed['rgb']['0']['mean']['f1'] == table['rows']['rgb']['mean_f1']
+  assert per_seed['pi_fc6']['0']['stage_steps'] == {
+      'None': base.num_train_steps}
+  assert per_seed['pi_fc6']['0']['seed'] == 0
+  assert 'predictions' not in json.dumps(per_seed)
   key = runs.RunKey(1, au=1)
   rgb_dir = runs.run_dir(base, os.path.join(workdir, 'rgb', 'seed_0'), key)
   pi_config = ablate.row_config(base, 'pi_fc6', rows['pi_fc6'], 0)

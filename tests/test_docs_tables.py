@@ -108,7 +108,7 @@ def test_digest_keeps_numbers_and_drops_predictions():
              'per_au': {'1': {'f1': 50.0, 'num_labelled': 3}},
              'folds': {'1': {'checkpoint_step': 7, 'predictions': [[0.1]] * 3,
                              'test_subjects': ['S1']}}}
-  out = ablate.digest(results)
+  out = ablate.digest_results(results)
   assert out['mean'] == {'f1': 50.0}
   assert out['per_au'] == {'1': {'f1': 50.0, 'num_labelled': 3.0}}
   assert out['folds'] == {'1': {'checkpoint_step': 7, 'test_subjects': ['S1']}}
