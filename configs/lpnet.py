@@ -52,7 +52,7 @@ Variants (`get_config(arg)`):
   ablation  the CPU job cut for table 3's ablation (100 pretraining steps,
           150 per AU stage, validation every 75): `python -m au_jax.ablate
           --config=configs/lpnet.py:ablation` with the ABLATION rows below;
-          results and deviations in docs/lpnet_ablation.md.
+          results and deviations in docs/lpnet.md.
   paper   the paper's sizes on BP4D/aligned (eye-centre aligned faces),
           pretrained on VGGFace2/aligned: ResNet-34 (21.3M stem
           parameters), 224 crop from 240 (k = 49), batch 100, 30 epochs
@@ -107,6 +107,11 @@ ABLATION = {
         _STEM_PNET, **{'stages.pnet.orthogonality_weight': 0.0}),
     'Stem-Net+P-Net': dict(_STEM_PNET),  # With L_r, lambda = 1.
     'LP-Net': {},  # [61.0] + L-Net + P-Net with L_r (eq. 6).
+    # Not a table 3 row: Stem-Net trained as long as the rows that add a
+    # stage to it (the stem stage 150 -> 300 steps), so "+ L-Net" and
+    # "+ P-Net" can be told apart from "+ 150 steps".
+    'Stem-Net_300steps': {'stage_order': ('pretrain', 'stem'),
+                          'stages.stem.num_train_steps': 300},
     # Not table 3 rows: LP-Net with a smaller lambda, and a diagnostic with
     # P-Net's own rate x10 (1e-2). The records' landmarks carry the
     # expression (a linear model on them beats the CNN), so a P-Net that
@@ -209,7 +214,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stages = _stages(300, 300, 'identities', 500)
   elif arg == 'ablation':
     # The CPU job cut to fit 4 rows x 2 seeds in ~50 min on the shared
-    # 2-core CPU (docs/lpnet_ablation.md): 100 pretraining steps, 150 per
+    # 2-core CPU (docs/lpnet.md): 100 pretraining steps, 150 per
     # AU stage; validation every 75 steps.
     config.model.width = 16
     config.model.lstm_features = 64

@@ -51,52 +51,103 @@ MARKER = re.compile(
     r'(<!-- table: (?P<name>[\w.-]+) (?P<kind>\w+) -->\n)(?P<body>.*?)'
     r'(<!-- end table -->)', re.S)
 
-# name -> {'rows': {key: (label, steps)}, 'pairs': [(a, b, paper delta or
-# None, what the step is)]}. A row's steps text says what training is behind
-# it; rows compared must have equal budgets or the text says how they differ.
+# name -> {'rows': {key: (label, steps text, total steps)}, 'pairs': [(a, b,
+# the paper's difference, or 'higher' / 'lower', or None; what the step
+# is)], 'extra': [(metric, column)]}. A row's total counts every training
+# step behind it (earlier stages, the run it starts from, pretraining);
+# a pair whose totals differ is never called reproduced.
 TABLES: dict[str, dict[str, Any]] = {
-    'drml_main': {'rows': {'drml': ('DRML, `configs/drml.py`', '360')},
+    'drml_main': {'rows': {'drml': ('DRML, `configs/drml.py`', '360', 360)},
                   'pairs': []},
     'lpnet_table3': {
         'rows': {
-            'ResNet-34': ('ResNet-34 (no SL, no DA, no pretraining)', '150'),
-            'ResNet-34+SL': ('ResNet-34 + SL', '150'),
-            'ResNet-34+SL+DA': ('ResNet-34 + SL + DA (mirror)', '150'),
+            'ResNet-34': ('ResNet-34 (no SL, no DA, no pretraining)', '150', 150),
+            'ResNet-34+SL': ('ResNet-34 + SL', '150', 150),
+            'ResNet-34+SL+DA': ('ResNet-34 + SL + DA (mirror)', '150', 150),
             'Stem-Net': ('Stem-Net* (+ identity pretraining)',
-                         '100 (identities) + 150'),
+                         '100 (identities) + 150', 250),
             'Stem-Net+L-Net': ('Stem-Net + L-Net',
-                               '100 + 150 + 150 (L-Net stage)'),
+                               '100 + 150 + 150 (L-Net stage)', 400),
             'Stem-Net+P-Net_without_Lr': (
-                'Stem-Net + P-Net without L_r', '100 + 150 + 150 (P-Net stage)'),
+                'Stem-Net + P-Net without L_r', '100 + 150 + 150 (P-Net stage)',
+                400),
             'Stem-Net+P-Net': ('Stem-Net + P-Net (with L_r)',
-                               '100 + 150 + 150 (P-Net stage)'),
+                               '100 + 150 + 150 (P-Net stage)', 400),
+            'Stem-Net_300steps': ('Stem-Net*, 300 stem steps (budget control)',
+                                  '100 + 300', 400),
             'LP-Net': ('LP-Net (+ L-Net + P-Net, L_r)',
-                       '100 + 150 + 150 + 150'),
+                       '100 + 150 + 150 + 150', 550),
         },
         'pairs': [
             ('ResNet-34', 'ResNet-34+SL', 1.5, 'SL'),
             ('ResNet-34+SL', 'ResNet-34+SL+DA', 1.3, 'DA'),
             ('ResNet-34+SL+DA', 'Stem-Net', 1.5, 'identity pretraining'),
-            ('Stem-Net', 'Stem-Net+L-Net', 2.2, 'L-Net'),
+            ('Stem-Net', 'Stem-Net+L-Net', 2.2, 'L-Net (+150 steps)'),
             ('Stem-Net', 'Stem-Net+P-Net_without_Lr', 0.7,
-             'P-Net without L_r (steps differ: +150)'),
+             'P-Net without L_r (+150 steps)'),
             ('Stem-Net+P-Net_without_Lr', 'Stem-Net+P-Net', 1.1, 'L_r'),
-            ('Stem-Net+L-Net', 'LP-Net', 0.8, 'P-Net on L-Net (steps: +150)'),
+            ('Stem-Net+L-Net', 'LP-Net', 0.8, 'P-Net on L-Net (+150 steps)'),
+            ('Stem-Net_300steps', 'Stem-Net+L-Net', 2.2,
+             'L-Net, equal steps'),
+            ('Stem-Net_300steps', 'Stem-Net+P-Net_without_Lr', 0.7,
+             'P-Net without L_r, equal steps'),
+            ('Stem-Net_300steps', 'Stem-Net+P-Net', 1.8,
+             'P-Net with L_r, equal steps'),
         ]},
     'caud_trunks': {
         'rows': {
             'emonet_frozen': ('frozen EmoNet trunk + heads',
                               '300 (heads), after EmoNet\'s 600 on emotion '
-                              'labels of the same training frames'),
-            'random_frozen': ('frozen random trunk + heads', '300 (heads)'),
-            'scratch': ('every layer from scratch', '300'),
+                              'labels of the same training frames', 900),
+            'random_frozen': ('frozen random trunk + heads', '300 (heads)', 300),
+            'scratch': ('every layer from scratch', '300', 300),
         },
         'pairs': [
-            ('random_frozen', 'emonet_frozen', None,
+            ('random_frozen', 'emonet_frozen', 'higher',
              'EmoNet trunk vs random trunk'),
-            ('scratch', 'emonet_frozen', None,
+            ('scratch', 'emonet_frozen', 'higher',
              'EmoNet trunk vs every layer from scratch (EmoNet row: +600 '
              'emotion steps)'),
+        ]},
+    'aunets_fusion': {
+        'rows': {
+            'rgb': ('RGB', '500', 500),
+            'flow': ('flow Alone', '500', 500),
+            'channels': ('Channels (RGB + flow, 6 channels)', '500', 500),
+            'horizontal': ('Horizontal (RGB and flow side by side)', '500', 500),
+            'rgb_1000steps': ('RGB, 1,000 steps', '1,000', 1000),
+            'pi_conv': ('pi/conv (from the RGB row\'s run)',
+                        '500 more on the RGB row\'s 500: 1,000', 1000),
+            'pi_fc6': ('pi/fc6 (from the RGB row\'s run)',
+                       '500 more on the RGB row\'s 500: 1,000', 1000),
+            'pi_fc7': ('pi/fc7 (from the RGB row\'s run)',
+                       '500 more on the RGB row\'s 500: 1,000', 1000),
+        },
+        # Paper table 2 (BP4D mean F1): RGB 61.6, Alone 50.4, Channels
+        # 61.7, Horizontal 62.6, pi/conv 61.9, pi/fc6 62.4, pi/fc7 62.5.
+        'pairs': [
+            ('rgb', 'flow', -11.2, 'flow alone'),
+            ('rgb', 'channels', 0.1, 'Channels fusion'),
+            ('rgb', 'horizontal', 1.0, 'Horizontal fusion'),
+            ('rgb_1000steps', 'pi_conv', 0.3, 'pi/conv, equal steps'),
+            ('rgb_1000steps', 'pi_fc6', 0.8, 'pi/fc6, equal steps'),
+            ('rgb_1000steps', 'pi_fc7', 0.9, 'pi/fc7, equal steps'),
+        ],
+        'extra': [('f1_smoothed', 'F1 tuned, median window 7')]},
+    'idennet_rows': {
+        'rows': {
+            'within_no_identity': ('LightCNN (no identity branch)', '300', 300),
+            'within': ('IdenNet (fc6 - fc5, triplet loss on identity pairs)',
+                       '300', 300),
+            'within_subject_pairs': (
+                'IdenNet, AU frames also in same-subject pairs', '300', 300),
+        },
+        'pairs': [
+            ('within_no_identity', 'within', 'higher', 'identity subtraction'),
+            ('within_no_identity', 'within_subject_pairs', 'higher',
+             'identity subtraction, the paper\'s batches'),
+            ('within', 'within_subject_pairs', None,
+             'AU subjects in the triplet term'),
         ]},
 }
 
@@ -133,7 +184,7 @@ def separated(a: Sequence[float], b: Sequence[float]) -> bool | None:
 
 
 def verdict(diffs: Mapping[str, float], apart: Mapping[str, bool | None],
-            paper: float | None) -> str:
+            paper: float | str | None) -> str:
   """The verdict on one step from its differences (b - a) and separation
   under each decision rule (keys 'f1_at_05', 'f1')."""
   if any(v is None for v in apart.values()):
@@ -146,9 +197,26 @@ def verdict(diffs: Mapping[str, float], apart: Mapping[str, bool | None],
   up = signs.pop()
   if paper is None:
     return ('higher' if up else 'lower') + ', beyond the spread under both rules'
-  if up == (paper > 0):
+  if up == _paper_up(paper):
     return 'reproduced (direction; beyond the spread under both rules)'
   return 'opposite to the paper, beyond the spread under both rules'
+
+
+def _paper_up(paper: float | str) -> bool:
+  """The paper's direction: a difference, or 'higher' / 'lower' where the
+  paper states the direction without a number on the same protocol."""
+  if isinstance(paper, str):
+    if paper not in ('higher', 'lower'):
+      raise ValueError(f'tables: paper direction {paper!r} is not a number, '
+                       "'higher' or 'lower'.")
+    return paper == 'higher'
+  return paper > 0
+
+
+def _paper_text(paper: float | str | None) -> str:
+  if paper is None:
+    return ''
+  return paper if isinstance(paper, str) else f'{paper:+.1f}'
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -181,21 +249,26 @@ def _rows(name: str, data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
   if unknown:
     raise KeyError(f'tables: docs/results/{name}.json has rows {unknown} that '
                    f'TABLES[{name!r}] does not label.')
-  return [(k, *spec[k]) for k in spec if k in data['rows']]
+  return [(k, *spec[k][:2]) for k in spec if k in data['rows']]
 
 
 def summary(name: str, data: Mapping[str, Any]) -> str:
+  extra = TABLES[name].get('extra', [])
   lines = ['| row | training steps | F1 @ 0.5 | F1, thresholds tuned on '
-           'validation | AUC | all-present F1 |',
-           '|---|---|---:|---:|---:|---:|']
+           'validation | ' + ''.join(f'{label} | ' for _, label in extra)
+           + 'AUC | all-present F1 |',
+           '|---|---|' + '---:|' * (4 + len(extra))]
   for key, label, steps in _rows(name, data):
     row = data['rows'][key]
     tuned = (_cell(seed_values(row, 'f1')) if _tuned(row)
              else 'not tuned (= F1 @ 0.5)')
-    auc = (_cell(seed_values(row, 'auc'))
-           if all('auc' in s['mean'] for s in row.values()) else 'not recorded')
-    lines.append(f'| {label} | {steps} | {_cell(seed_values(row, "f1_at_05"))}'
-                 f' | {tuned} | {auc} | {_floor(row)} |')
+    cells = [_cell(seed_values(row, 'f1_at_05')), tuned]
+    for metric in [m for m, _ in extra] + ['auc']:
+      cells.append(_cell(seed_values(row, metric))
+                   if all(metric in s['mean'] for s in row.values())
+                   else 'not recorded')
+    lines.append(f'| {label} | {steps} | ' + ' | '.join(cells)
+                 + f' | {_floor(row)} |')
   return '\n'.join(lines) + '\n'
 
 
@@ -217,8 +290,12 @@ def verdicts(name: str, data: Mapping[str, Any]) -> str:
     if not _tuned(data['rows'][a]) or not _tuned(data['rows'][b]):
       cells[1] = 'not tuned'
     text = verdict({m: diffs[m] for m in rules}, rules, paper)
+    more = TABLES[name]['rows'][b][2] - TABLES[name]['rows'][a][2]
+    if more and not text.startswith('not detectable'):
+      text = (f'beyond the spread under both rules, but confounded: '
+              f'{more:+,} training steps')
     lines.append(f'| {labels[a]} -> {labels[b]}: {what} | '
-                 f'{"" if paper is None else f"{paper:+.1f}"} | '
+                 f'{_paper_text(paper)} | '
                  + ' | '.join(cells) + f' | {text} |')
   return '\n'.join(lines) + '\n'
 
@@ -258,8 +335,34 @@ def run_table(name: str, data: Mapping[str, Any]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def pnet_diagnostics(name: str, data: Mapping[str, Any]) -> str:
+  """LP-Net's P-Net per run (attached 'pnet/<row>/<seed>': the output of
+  docs/lpnet_pnet_diagnostics.py) and the landmark probe ('probe')."""
+  labels = {k: label for k, label, _ in _rows(name, data)}
+  lines = ['| row | seed | kept step | std of m_j over frames | std of the '
+           'head\'s logits | mean abs(f_s) | mean abs(cos(f_au, f_s)) | L_r |',
+           '|---|---:|---:|---:|---:|---:|---:|---:|']
+  attached = data.get('attached', {})
+  for key in sorted(k for k in attached if k.startswith('pnet/')):
+    _, row, seed = key.split('/')
+    p = attached[key]['pnet']
+    lines.append(
+        f'| {labels[row]} | {seed} | {p["step"]} | {p["terms_std_mean"]:.3f} '
+        f'| {p["head_logits_std_mean"]:.2f} | {p["shape_feature_norm"]:.2f} '
+        f'| {p["abs_cos"]:.3f} | {p["orthogonality_loss"]:.2f} |')
+  probe = attached.get('probe', {}).get('probe')
+  if probe:
+    lines += ['', f'Landmark probe (class-balanced logistic regression on '
+              f'P-Net\'s input, {probe["train_frames"]:,} training frames, '
+              f'{probe["test_frames"]:,} test frames): mean F1 '
+              f'{probe["mean_f1"]:.1f} against {probe["mean_all_present_f1"]:.1f}'
+              ' for predicting every AU present.']
+  return '\n'.join(lines) + '\n'
+
+
 KINDS = {'summary': summary, 'verdicts': verdicts, 'per_au': per_au,
-         'per_au_tuned': lambda n, d: per_au(n, d, 'f1'), 'run': run_table}
+         'per_au_tuned': lambda n, d: per_au(n, d, 'f1'), 'run': run_table,
+         'pnet': pnet_diagnostics}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -348,7 +451,8 @@ def _single_run(spec: str) -> tuple[str, str, dict[str, Any]]:
 
 
 def collect(name: str, workdir: str | None, runs_: Sequence[str],
-            command: str, commit: str | None = None) -> str:
+            command: str, commit: str | None = None,
+            attach: Sequence[str] = ()) -> str:
   if workdir:
     with open(os.path.join(workdir, 'ablation_seeds.json')) as f:
       rows = json.load(f)['rows']
@@ -357,12 +461,23 @@ def collect(name: str, workdir: str | None, runs_: Sequence[str],
   for spec in runs_:
     row, seed, entry = _single_run(spec)
     rows.setdefault(row, {})[seed] = entry
+  attached = {}
+  for spec in attach:
+    key, _, path = spec.partition('=')
+    if not key or not path:
+      raise ValueError(f'tables: --attach {spec!r} is not KEY=JSON_FILE.')
+    with open(path) as f:
+      attached[key] = json.load(f)
+    if len(json.dumps(attached[key])) > 50_000:
+      raise ValueError(f'tables: {path} is over 50 kB; attach a digest.')
   data = {'table': name, 'command': command,
           'recorded': datetime.date.today().isoformat(),
           'commit': commit or _commit(),
           'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores, '
                      'XLA:CPU float32',
           'rows': rows}
+  if attached:
+    data['attached'] = attached
   os.makedirs(RESULTS, exist_ok=True)
   path = os.path.join(RESULTS, name + '.json')
   with open(path + '.tmp', 'w') as f:
@@ -384,12 +499,15 @@ def main(argv: Sequence[str]) -> int:
                     help='ROW:SEED=RESULTS_JSON (repeatable)')
   grab.add_argument('--command', required=True,
                     help='the command that made the runs (kept in the file)')
+  grab.add_argument('--attach', action='append', default=[],
+                    help='KEY=JSON_FILE: a small result kept beside the rows '
+                    '(a diagnostic, a pretraining run); repeatable')
   grab.add_argument('--commit', help='the commit the runs were made at '
                     '(default: HEAD)')
   args = parser.parse_args(argv)
   if args.action == 'collect':
     print(collect(args.name, args.workdir, args.run, args.command,
-                  args.commit))
+                  args.commit, args.attach))
     return 0
   return 1 if rewrite(args.check) and args.check else 0
 

@@ -54,10 +54,13 @@ def test_every_marker_has_results_and_every_result_a_marker():
   for name in files:
     data = tables.load(name)
     assert data['command'] and data['commit'] and data['recorded'], name
-    for row in data['rows'].values():
+    for key, row in data['rows'].items():
+      total = tables.TABLES[name]['rows'][key][2]
       for seed, entry in row.items():
         assert entry['seed'] == int(seed)
-        assert entry['stage_steps'], (name, seed)
+        # A row's stated total covers at least the steps its runs record
+        # (more where it starts from another row's run or a pretraining).
+        assert total >= sum(entry['stage_steps'].values()), (name, key)
 
 
 def test_separated_and_verdict_by_hand():
@@ -79,7 +82,7 @@ def test_separated_and_verdict_by_hand():
 
 def test_summary_and_verdict_rows_by_hand(monkeypatch):
   monkeypatch.setitem(tables.TABLES, 'hand', {
-      'rows': {'a': ('row A', '10'), 'b': ('row B', '10')},
+      'rows': {'a': ('row A', '10', 10), 'b': ('row B', '10', 10)},
       'pairs': [('a', 'b', 1.0, 'B over A')]})
   data = {'rows': {
       'a': {'0': _seed(50.0, 40.0, 70.0), '1': _seed(52.0, 42.0, 72.0)},
@@ -92,8 +95,15 @@ def test_summary_and_verdict_rows_by_hand(monkeypatch):
   # ranges 41-45 and 40-42 overlapping: not detectable.
   assert ('| row A -> row B: B over A | +1.0 | +2.0, within | +5.0, beyond '
           '| +5.0, beyond | not detectable at this budget |') in text
+  # Beyond the spread under both rules, but with more steps: confounded.
+  data['rows']['b'] = {'0': _seed(55.0, 45.0, 75.0),
+                       '1': _seed(57.0, 47.0, 77.0)}
+  monkeypatch.setitem(tables.TABLES['hand']['rows'], 'b', ('row B', '20', 20))
+  assert '| +5.0, beyond | +5.0, beyond | +5.0, beyond | beyond the spread ' \
+      'under both rules, but confounded: +10 training steps |' in (
+          tables.verdicts('hand', data))
   per_au = tables.per_au('hand', data)
-  assert '| row B | 43.0 | 43.0 ± 2.0 (41.0, 45.0) |' in per_au
+  assert '| row B | 46.0 | 46.0 ± 1.0 (45.0, 47.0) |' in per_au
 
 
 def test_unknown_row_is_an_error(monkeypatch):
