@@ -159,8 +159,10 @@ def run_chain(config: ml_collections.ConfigDict,
               workdir: str) -> list[tuple[str, str, str | None]]:
   """(chain hash, run directory, stage) of every run of `config`'s plan.
 
-  A chain hash covers the run's config fingerprint and those of the runs
-  before it in the same fold/view/AU (the stages it starts from).
+  A chain hash covers the run's config fingerprint and step count and those
+  of the runs before it in the same fold/view/AU (the stages it starts
+  from). The fingerprint leaves num_train_steps out (a run may be extended),
+  but two rows whose runs differ only in their steps share nothing.
   """
   out, previous = [], {}
   for key, cfg in runs.iter_runs(config):
@@ -169,7 +171,8 @@ def run_chain(config: ml_collections.ConfigDict,
     # the chain names it: fold 2 or 'all' never shares fold 1's run. Fold 1
     # adds nothing, so earlier fold-1 ablations keep their hashes.
     start = '' if key.fold == 1 else f'fold {key.fold};'
-    text = previous.get(lineage, start) + checkpointing.fingerprint(cfg)['hash']
+    text = (previous.get(lineage, start) + checkpointing.fingerprint(cfg)['hash']
+            + f';steps {cfg.num_train_steps}')
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     previous[lineage] = digest
     out.append((digest, runs.run_dir(cfg, workdir, key), key.stage))

@@ -126,6 +126,14 @@ def test_lpnet_rows_share_the_right_runs(tmp_path):
   # The two P-Net rows differ by L_r only, and neither is LP-Net's P-Net.
   assert len({digests[n][-1] for n in (
       'Stem-Net+P-Net', 'Stem-Net+P-Net_without_Lr', 'LP-Net')}) == 3
+  # The budget control differs from Stem-Net in its stem's steps only (not
+  # in the fingerprint, which leaves num_train_steps out): it shares the
+  # pretraining but never the stem run.
+  control = [d for d, _, _ in ablate.run_chain(ablate.row_config(
+      base, 'Stem-Net_300steps', rows['Stem-Net_300steps'], 0),
+                                               str(tmp_path / 'c'))]
+  assert control[0] == digests['Stem-Net'][0]
+  assert control[1] != digests['Stem-Net'][1]
   other_seed = ablate.run_chain(
       ablate.row_config(base, 'LP-Net', rows['LP-Net'], 1),
       str(tmp_path / 'x'))
