@@ -27,7 +27,7 @@ paper's difference for each); KIND is one of
   per_au     per-AU F1 at 0.5 (mean over seeds); per_au_tuned: tuned F1;
   run        one run, per AU: tuned F1, F1 at 0.5, accuracy, AUC, AP, floor.
 
-The rule (README, "How results are judged"): a difference is reproduced only
+The rule (README, "Methods"): a difference is reproduced only
 where the two rows' seed ranges do not overlap under both rules, F1 at 0.5
 and F1 with tuned thresholds, in the paper's direction; otherwise it is "not
 detectable at this budget" (or "opposite to the paper", beyond the spread
