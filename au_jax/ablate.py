@@ -3,8 +3,7 @@ r"""Ablation runner: rows of config overrides x seeds -> one Markdown table
 draws finished tables (several workdirs merged) without training.
 
   python -m au_jax.ablate --config=configs/lpnet.py:ablation \
-      --rows=stem,stem_sl,lnet,pnet --seeds=0,1 --workdir=/tmp/ablate \
-      --config.data_dir=/tmp/tfds_ablate
+      --rows=Stem-Net,Stem-Net+L-Net,LP-Net --seeds=0,1 --workdir=/tmp/ablate
 
 The config module defines the rows as a plain dict
 
@@ -27,7 +26,9 @@ runs for all rows. A row equal to an earlier one copies its results.
 
 Written (atomically, after every finished (row, seed), so a partial table
 can be read while the ablation runs): `<workdir>/ablation.md`,
-`<workdir>/ablation.json` and a figure, `<workdir>/ablation.png`
+`<workdir>/ablation.json`, each run's numbers and step budget in
+`<workdir>/ablation_seeds.json` (what `python docs/tables.py collect` turns
+into a committed docs/results/ file) and a figure, `<workdir>/ablation.png`
 (`python -m au_jax.ablate plot OUT.png A.json B.json` draws several
 workdirs' tables as one). The note under the table says which differences
 between consecutive rows exceed the spread between seeds (the seeds' mean
