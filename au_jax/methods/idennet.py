@@ -40,28 +40,30 @@ halve the AU gradient).
 """
 
 
-from absl import logging
-import grain
-from jax import lax
-import jax
-import jax.numpy as jnp
 import argparse
 import json
-import ml_collections
-import numpy as np
+import os
 import sys
-import tensorflow_datasets as tfds
 from typing import Any, Iterator, Mapping, Sequence
 
-from au_jax.data import folds
+from absl import logging
+import grain
+import jax
+from jax import lax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
 from au_jax import losses
 from au_jax import parallel
-from au_jax.data import records
-from au_jax.data import transforms
-from au_jax.data import input_pipeline
 from au_jax import prepare
 from au_jax import visualize
 from au_jax.data import device_transforms
+from au_jax.data import folds
+from au_jax.data import input_pipeline
+from au_jax.data import records
+from au_jax.data import transforms
 from au_jax.predict import run as predict_run
 
 Array = jax.Array
@@ -678,6 +680,10 @@ def main(argv: Sequence[str]) -> None:
   parser.add_argument('--au', type=int, default=12)
   parser.add_argument('--max_frames', type=int, default=600)
   parser.add_argument('--data_dir', default=None)
+  parser.add_argument('--json', default=None,
+                      help='also write each run\'s neighbour rate and its '
+                      'triplet_active (first logged, mean of the last 50 '
+                      'steps) to this JSON file')
   args = parser.parse_args(argv)
   run_dirs = {}
   for item in args.runs:
@@ -687,10 +693,37 @@ def main(argv: Sequence[str]) -> None:
     run_dirs[title] = directory
   rates = feature_tsne_figure(run_dirs, args.au, args.out, args.max_frames,
                               args.data_dir)
+  summary = {}
   for title, rate in rates.items():
     print(f'{title}: nearest frame in another video shows the same '
           f'subject for {100 * rate:.1f}% of frames')
+    summary[title] = dict(same_subject_neighbour=float(rate),
+                          **triplet_activity(run_dirs[title]))
+  if args.json:
+    with open(args.json + '.tmp', 'w') as f:
+      json.dump(summary, f, indent=1)
+    os.replace(args.json + '.tmp', args.json)
+    print(f'Written {args.json}')
   print(f'Written {args.out}')
+
+
+def triplet_activity(directory: str, last: int = 50) -> dict[str, float]:
+  """The share of triplets that violate the margin ('triplet_active' in
+  the run's metrics.jsonl): at the first logged step, and the mean over the
+  logged steps of the last `last` steps; {} for a run without the triplet
+  loss."""
+  path = os.path.join(directory, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    logged = [(r['step'], r['triplet_active']) for r in map(json.loads, f)
+              if 'triplet_active' in r]
+  if not logged:
+    return {}
+  end = logged[-1][0]
+  tail = [v for step, v in logged if step > end - last]
+  return {'triplet_active_first': float(logged[0][1]),
+          'triplet_active_last': float(np.mean(tail))}
 
 
 if __name__ == '__main__':
