@@ -441,3 +441,16 @@ def test_tsne_without_scikit_learn_is_named(monkeypatch):
   monkeypatch.setitem(sys.modules, 'sklearn', None)
   with pytest.raises(ImportError, match='needs scikit-learn'):
     visualize.tsne_2d(np.zeros((5, 2)))
+
+
+def test_triplet_activity_from_metrics_by_hand(tmp_path):
+  # Logged every 10 steps up to 100: the first value, and the mean of the
+  # steps after 100 - 50 (60, 70, 80, 90, 100).
+  rows = [{'step': s, 'triplet_active': 1.0 - s / 200} for s in range(10, 101, 10)]
+  rows.insert(3, {'step': 35, 'validation_f1': 40.0})  # other rows ignored
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.write('\n'.join(json.dumps(r) for r in rows) + '\n')
+  got = method.triplet_activity(str(tmp_path))
+  assert got['triplet_active_first'] == pytest.approx(0.95)
+  assert got['triplet_active_last'] == pytest.approx(1.0 - 80 / 200)
+  assert method.triplet_activity(str(tmp_path / 'none')) == {}
