@@ -370,6 +370,12 @@ def load(name: str) -> dict[str, Any]:
   if name not in TABLES:
     raise KeyError(f'tables: no TABLES entry {name!r} (known: '
                    f'{sorted(TABLES)}).')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'tables: a table marker names {name!r}, but there is no '
+        f'docs/results/{name}.json; make it with `python docs/tables.py '
+        f'collect {name} WORKDIR --command=...` (docs/results/{name}.sh '
+        'runs it, where there is one).')
   with open(path) as f:
     return json.load(f)
 
