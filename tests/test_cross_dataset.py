@@ -195,12 +195,13 @@ def test_cross_dataset_run(cross_run):
 def test_ablation_rows_of_other_folds_never_share_runs(tmp_path):
   config = idennet_config.get_config('test')
   within = ablate.run_chain(config, str(tmp_path))
-  # Fold 1 keeps the earlier hash (fingerprint only): old ablations stay
-  # done.
+  # Fold 1 adds no fold prefix: the hash is the fingerprint and the step
+  # count alone.
   fingerprint = checkpointing.fingerprint(
       runs.run_config(config, runs.RunKey(1)))['hash']
   assert within[0][0] == hashlib.sha256(
-      fingerprint.encode()).hexdigest()[:16]
+      f'{fingerprint};steps {config.num_train_steps}'.encode()
+  ).hexdigest()[:16]
   config.folds = 'all'
   config.test_dataset = 'unbc_mcmaster'
   cross = ablate.run_chain(config, str(tmp_path))
