@@ -169,8 +169,7 @@ def run_chain(config: ml_collections.ConfigDict,
   for key, cfg in runs.iter_runs(config):
     lineage = (key.fold, key.view, key.au)
     # The fingerprint leaves the fold out (the run directory names it), so
-    # the chain names it: fold 2 or 'all' never shares fold 1's run. Fold 1
-    # adds nothing, so earlier fold-1 ablations keep their hashes.
+    # the chain names it: fold 2 or 'all' never shares fold 1's run.
     start = '' if key.fold == 1 else f'fold {key.fold};'
     text = (previous.get(lineage, start) + checkpointing.fingerprint(cfg)['hash']
             + f';steps {cfg.num_train_steps}')
