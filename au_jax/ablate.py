@@ -375,8 +375,7 @@ def write_seeds(per_seed: Mapping[str, Mapping[str, Any]],
   """`<workdir>/ablation_seeds.json`: row -> seed -> digest, atomically."""
   path = os.path.join(workdir, SEEDS_FILE)
   text = json.dumps({'rows': per_seed}, indent=1, sort_keys=False)
-  tables._write_atomic(  # pylint: disable=protected-access
-      path, lambda f: f.write(text + '\n'))
+  tables.write_atomic(path, lambda f: f.write(text + '\n'))
   return path
 
 
@@ -514,7 +513,7 @@ def write_table(table: Mapping[str, Any], workdir: str) -> tuple[str, str]:
   md_path = os.path.join(workdir, stem + '.md')
   text = json.dumps(table, indent=1)
   md = markdown(table)
-  write = tables._write_atomic  # pylint: disable=protected-access
+  write = tables.write_atomic
   write(json_path, lambda f: f.write(text + '\n'))
   write(md_path, lambda f: f.write(md))
   plot(table, os.path.join(workdir, stem + '.png'))

@@ -96,7 +96,7 @@ def write_config(config: ml_collections.ConfigDict, directory: str) -> str:
   a run directory describes itself (predict reads it)."""
   path = os.path.join(directory, 'config.json')
   text = json.dumps(_plain(config), indent=1, sort_keys=True)
-  tables._write_atomic(path, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
+  tables.write_atomic(path, lambda f: f.write(text + '\n'))
   return path
 
 

@@ -51,7 +51,7 @@ _ID_CODES = ('subject_code', 'sequence_code')
 
 def write_json(path: str, value: Any) -> None:
   text = json.dumps(tables._json_ready(value), indent=1)  # pylint: disable=protected-access
-  tables._write_atomic(path, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
+  tables.write_atomic(path, lambda f: f.write(text + '\n'))
 
 
 # Multi-process evaluation: the scores (and features) each process computed

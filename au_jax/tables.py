@@ -104,7 +104,7 @@ def _json_ready(value: Any) -> Any:
   return value
 
 
-def _write_atomic(path: str, write: Callable[[Any], None],
+def write_atomic(path: str, write: Callable[[Any], None],
                   mode: str = 'w') -> None:
   """Writes through a temp file in the same folder, then os.replace: a
   reader never sees a half-written file, and a crash leaves the old one.
@@ -141,16 +141,16 @@ def write_results(results: Mapping[str, Any], directory: str,
   summary = {k: v for k, v in results.items()
              if k not in RAW_KEYS and not isinstance(v, np.ndarray)}
   text = json.dumps(_json_ready(summary), indent=1, allow_nan=False)
-  _write_atomic(json_path, lambda f: f.write(text + '\n'))
+  write_atomic(json_path, lambda f: f.write(text + '\n'))
   table = (markdown if markdown is not None
            else markdown_table(results, results['aus']))
-  _write_atomic(md_path, lambda f: f.write(table + '\n'))
+  write_atomic(md_path, lambda f: f.write(table + '\n'))
   raw = {k: np.asarray(v) for k, v in results.items()
          if k in RAW_KEYS or isinstance(v, np.ndarray)}
   # Text ids as fixed-width unicode: loadable with allow_pickle=False.
   raw = {k: v.astype(str) if v.dtype.kind == 'O' else v
          for k, v in raw.items()}
   if raw:
-    _write_atomic(os.path.join(directory, f'{name}_predictions.npz'),
+    write_atomic(os.path.join(directory, f'{name}_predictions.npz'),
                   lambda f: np.savez_compressed(f, **raw), mode='wb')
   return json_path, md_path

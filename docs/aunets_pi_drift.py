@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from au_jax import checkpointing
+from au_jax import tables
 
 RUN = os.path.join('synthetic_au-default', 'aunets', 'fold_1', 'au_12')
 
@@ -60,9 +61,8 @@ def main() -> None:
             f'{np.corrcoef(p, rgb_p)[0, 1]:.4f}, mean |difference| '
             f'{np.abs(p - rgb_p).mean():.4f}')
   if args.out:
-    with open(args.out + '.tmp', 'w') as f:
-      json.dump(out, f, indent=1)
-    os.replace(args.out + '.tmp', args.out)
+    text = json.dumps(out, indent=1)
+    tables.write_atomic(args.out, lambda f: f.write(text + '\n'))
 
 
 if __name__ == '__main__':

@@ -385,7 +385,7 @@ def main(argv: Sequence[str]) -> None:
   text = json.dumps(result, indent=1)
   print(text)
   if values.out:
-    tables._write_atomic(values.out, lambda f: f.write(text + '\n'))  # pylint: disable=protected-access
+    tables.write_atomic(values.out, lambda f: f.write(text + '\n'))
 
 
 if __name__ == '__main__':

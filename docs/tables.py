@@ -45,6 +45,11 @@ import subprocess
 import sys
 from typing import Any, Mapping, Sequence
 
+import ml_collections
+
+from au_jax import ablate
+from au_jax import tables as au_tables
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'docs', 'results')
 MARKER = re.compile(
@@ -415,9 +420,7 @@ def rewrite(check: bool) -> int:
         print(f'tables: {os.path.relpath(path, ROOT)} differs from what its '
               'results give (run: python docs/tables.py).')
       else:
-        with open(path + '.tmp', 'w') as f:
-          f.write(new)
-        os.replace(path + '.tmp', path)
+        au_tables.write_atomic(path, lambda f, text=new: f.write(text))
         print(f'tables: rewrote {os.path.relpath(path, ROOT)}')
   return differ
 
@@ -436,9 +439,6 @@ def _commit() -> str:
 
 def _single_run(spec: str) -> tuple[str, str, dict[str, Any]]:
   """ROW:SEED=RESULTS_JSON -> (row, seed, digest with the run's facts)."""
-  sys.path.insert(0, ROOT)
-  from au_jax import ablate  # pylint: disable=import-outside-toplevel
-  import ml_collections  # pylint: disable=import-outside-toplevel
   match = re.fullmatch(r'([^:=]+):(\d+)=(.+)', spec)
   if not match:
     raise ValueError(f'tables: --run {spec!r} is not ROW:SEED=RESULTS_JSON.')
@@ -486,10 +486,8 @@ def collect(name: str, workdir: str | None, runs_: Sequence[str],
     data['attached'] = attached
   os.makedirs(RESULTS, exist_ok=True)
   path = os.path.join(RESULTS, name + '.json')
-  with open(path + '.tmp', 'w') as f:
-    json.dump(data, f, indent=1)
-    f.write('\n')
-  os.replace(path + '.tmp', path)
+  text = json.dumps(data, indent=1)
+  au_tables.write_atomic(path, lambda f: f.write(text + '\n'))
   return path
 
 

@@ -1,6 +1,5 @@
 """config_checks: every shipped config passes; every bad value is named."""
 
-import ast
 import copy
 import importlib
 import numbers
@@ -11,6 +10,7 @@ import ml_collections
 import pytest
 
 from au_jax import config_checks
+from au_jax import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Globbed at collection time so configs that land later are walked too.
@@ -21,30 +21,9 @@ CONFIG_FILES = sorted(p for p in (ROOT / 'configs').glob('*.py')
 
 
 def _variants(path: pathlib.Path) -> list[str]:
-  """`VARIANTS` of the config module if it has one, else the strings that
-  get_config compares its argument with (`arg == 'x'`, `arg in (...)`)."""
-  module = importlib.import_module(f'configs.{path.stem}')
-  if hasattr(module, 'VARIANTS'):
-    return sorted(set(module.VARIANTS) | {''})
-  tree = ast.parse(path.read_text(encoding='utf-8'))
-  found = {''}
-  for function in ast.walk(tree):
-    if not (isinstance(function, ast.FunctionDef)
-            and function.name == 'get_config' and function.args.args):
-      continue
-    arg = function.args.args[0].arg
-    for node in ast.walk(function):
-      if not isinstance(node, ast.Compare):
-        continue
-      sides = [node.left, *node.comparators]
-      if not any(isinstance(s, ast.Name) and s.id == arg for s in sides):
-        continue
-      for side in sides:
-        items = (side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set))
-                 else [side])
-        found |= {i.value for i in items if isinstance(i, ast.Constant)
-                  and isinstance(i.value, str)}
-  return sorted(found)
+  """The variants `python -m au_jax.main --help` lists for the config
+  (`main.config_variants`), with the default '' first."""
+  return sorted(set(main.config_variants(path)) | {''})
 
 
 def _get(name: str, variant: str) -> ml_collections.ConfigDict:

@@ -249,14 +249,14 @@ def test_write_results_round_trip(tmp_path):
 
 def test_failed_write_leaves_old_file(tmp_path):
   path = str(tmp_path / 'results.json')
-  tables._write_atomic(path, lambda f: f.write('old'))
+  tables.write_atomic(path, lambda f: f.write('old'))
 
   def crash(f):
     f.write('half a new fi')
     raise RuntimeError('killed')
 
   with pytest.raises(RuntimeError):
-    tables._write_atomic(path, crash)
+    tables.write_atomic(path, crash)
   assert open(path).read() == 'old'
   assert os.listdir(tmp_path) == ['results.json']
 

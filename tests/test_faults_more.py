@@ -20,18 +20,8 @@ from au_jax import runs
 from au_jax import train
 from au_jax.data import input_pipeline
 from au_jax.data import records
-from configs import drml
+from test_faults_training import drml_test_config  # pylint: disable=g-bad-import-order
 
-
-
-def _config(data_dir, **overrides):
-  config = drml.get_config('test')
-  config.data_dir = data_dir
-  config.folds = '1'
-  config.num_validation_subjects = 0
-  for key, value in overrides.items():
-    config[key] = value
-  return config
 
 
 def _data_copy(tiny_data_dir, tmp_path):
@@ -62,7 +52,7 @@ def _record_file(builder, subject):
 def test_damaged_middle_record_file_is_named_with_its_rebuild_command(
     tiny_data_dir, tmp_path, kind):
   data_dir, builder = _data_copy(tiny_data_dir, tmp_path)
-  config = _config(data_dir)
+  config = drml_test_config(data_dir)
   subjects = input_pipeline.fold_data(config, builder, 1).subjects
   # The first training subject: neither the first split read last (which
   # the data source's end-of-data read catches) nor the only one.
@@ -298,7 +288,7 @@ def test_every_step_damaged_names_the_run_and_how_to_start_over(tmp_path):
 def test_trainer_refuses_a_damaged_middle_record_file_before_training(
     tiny_data_dir, tmp_path):
   data_dir, builder = _data_copy(tiny_data_dir, tmp_path)
-  config = _config(data_dir)
+  config = drml_test_config(data_dir)
   subject = input_pipeline.fold_data(config, builder, 1).subjects.train[0]
   _damage(_record_file(builder, subject), 'truncated')
   with pytest.raises(records.DamagedDatasetError,
@@ -311,7 +301,7 @@ def test_trainer_refuses_a_damaged_middle_record_file_before_training(
 
 def test_trainer_refuses_an_unwritable_run_directory_before_training(
     tiny_data_dir, tmp_path):
-  config = _config(tiny_data_dir)
+  config = drml_test_config(tiny_data_dir)
   directory = runs.run_dir(config, str(tmp_path), 1)
   os.makedirs(directory)
   with open(f'{directory}/checkpoints', 'w') as f:
@@ -324,7 +314,7 @@ def test_trainer_refuses_an_unwritable_run_directory_before_training(
 
 def test_trainer_resumed_after_a_kill_logs_each_step_once(tiny_data_dir,
                                                           tmp_path):
-  config = _config(tiny_data_dir, log_every_steps=1)
+  config = drml_test_config(tiny_data_dir, log_every_steps=1)
   train.train_fold(config, str(tmp_path), fold=1)
   directory = runs.run_dir(config, str(tmp_path), 1)
   # What kill -9 after step 4's rows, before its checkpoint was renamed

@@ -18,7 +18,8 @@ from au_jax.data import records
 import jax
 
 
-def _config(data_dir, **overrides):
+def drml_test_config(data_dir, **overrides):
+  """drml:test on `data_dir`, fold 1, no validation subjects."""
   config = drml.get_config('test')
   config.data_dir = data_dir
   config.folds = '1'
@@ -35,7 +36,7 @@ def _steps(directory):
 
 def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact(
     tiny_data_dir, tmp_path, caplog):
-  config = _config(tiny_data_dir)
+  config = drml_test_config(tiny_data_dir)
   train.train_fold(config, str(tmp_path), fold=1)
   directory = runs.run_dir(config, str(tmp_path), 1)
   # Checkpoints every 2 of 4 steps: the newest two are both kept.
@@ -64,8 +65,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact(
 
 def test_divergence_stops_naming_the_step_and_writes_no_results(
     tiny_data_dir, tmp_path):
-  config = _config(tiny_data_dir, learning_rate=1e30, num_train_steps=6,
-                   log_every_steps=1, checkpoint_every_steps=1)
+  config = drml_test_config(tiny_data_dir, learning_rate=1e30,
+                            num_train_steps=6, log_every_steps=1,
+                            checkpoint_every_steps=1)
   with pytest.raises(checkpointing.NonFiniteError,
                      match=r'(diverged at step \d+: \w+|is not finite)'):
     train.train_fold(config, str(tmp_path), fold=1)
@@ -81,7 +83,7 @@ def test_divergence_stops_naming_the_step_and_writes_no_results(
 @pytest.mark.parametrize('field,value', [('eval_every_steps', 0),
                                          ('num_train_steps', 0)])
 def test_bad_cadence_or_steps_refused_before_any_work(field, value, tmp_path):
-  config = _config(str(tmp_path / 'no_data_here'))
+  config = drml_test_config(str(tmp_path / 'no_data_here'))
   config[field] = value
   with pytest.raises(ValueError, match=f'config.{field}=0'):
     train.train_and_evaluate(config, str(tmp_path / 'work'))
@@ -91,7 +93,7 @@ def test_bad_cadence_or_steps_refused_before_any_work(field, value, tmp_path):
 
 def test_second_writer_on_a_run_directory_is_refused(tiny_data_dir,
                                                      tmp_path):
-  config = _config(tiny_data_dir)
+  config = drml_test_config(tiny_data_dir)
   directory = runs.run_dir(config, str(tmp_path), 1)
   os.makedirs(directory)
   with runlock.RunLock(directory):
@@ -134,7 +136,7 @@ def test_truncated_array_record_file_is_named(tiny_data_dir, tmp_path):
   for path in paths:
     with open(path, 'r+b') as f:
       f.truncate(os.path.getsize(path) // 2)
-  config = _config(data_dir)
+  config = drml_test_config(data_dir)
   builder = input_pipeline.open_dataset(config)
   data = input_pipeline.fold_data(config, builder, 1)
   subject = data.subjects.train[0]

@@ -58,6 +58,7 @@ import tensorflow_datasets as tfds
 from au_jax import losses
 from au_jax import parallel
 from au_jax import prepare
+from au_jax import tables
 from au_jax import visualize
 from au_jax.data import device_transforms
 from au_jax.data import folds
@@ -700,9 +701,8 @@ def main(argv: Sequence[str]) -> None:
     summary[title] = dict(same_subject_neighbour=float(rate),
                           **triplet_activity(run_dirs[title]))
   if args.json:
-    with open(args.json + '.tmp', 'w') as f:
-      json.dump(summary, f, indent=1)
-    os.replace(args.json + '.tmp', args.json)
+    text = json.dumps(summary, indent=1)
+    tables.write_atomic(args.json, lambda f: f.write(text + '\n'))
     print(f'Written {args.json}')
   print(f'Written {args.out}')
 
